@@ -1,0 +1,127 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The verdict of an inspection, the policy that shapes it, and its errors.
+
+This module is part of the pure core: it imports nothing outside the
+standard library, so that the CLI, the Glance hooks and third-party tools
+share one definition of what "safe" means.
+"""
+
+import dataclasses
+
+#: The VMDK create types accepted by default: the two single-file,
+#: self-contained subformats.  Every other type names extent files.
+DEFAULT_VMDK_CREATE_TYPES = frozenset({'monolithicSparse', 'streamOptimized'})
+
+#: How the virtual size of a VHD is derived.  ``qemu7`` follows
+#: block/vpc.c of qemu 7.2 (Debian bookworm): CHS geometry unless the
+#: creator application is one known to use Current Size.  ``qemu10`` follows
+#: qemu >= 10, which also trusts Current Size for images whose creator is
+#: ``qemu`` when Current Size is larger than the CHS size.
+VHD_SIZE_RULES = ('qemu7', 'qemu10')
+
+#: Glance disk_format names whose content is a plain byte-for-byte disk.
+RAW_LIKE = frozenset({'raw', 'ami', 'aki', 'ari'})
+
+#: Glance's own disk formats (Glance 33 defaults).  A format outside this
+#: set is recognised and measured, but refused with ``unsupported_format``.
+GLANCE_DISK_FORMATS = frozenset({
+    'ami', 'ari', 'aki', 'vhd', 'vhdx', 'vmdk', 'raw', 'qcow2', 'vdi', 'iso',
+    'ploop'})
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What the engine refuses.  The defaults are the safe choice.
+
+    :param nonfatal_checks: check names that are reported as warnings
+        instead of refusing the image.
+    :param refuse_mismatch: refuse content that contradicts the declared
+        ``disk_format`` (check ``format_mismatch``).
+    :param vmdk_create_types: VMDK ``createType`` values accepted.
+    :param vhd_size_rule: one of :data:`VHD_SIZE_RULES`.
+    :param allowed_formats: detected formats accepted at all; anything else
+        is refused with ``unsupported_format``.
+    """
+
+    nonfatal_checks: frozenset = frozenset()
+    refuse_mismatch: bool = True
+    vmdk_create_types: frozenset = DEFAULT_VMDK_CREATE_TYPES
+    vhd_size_rule: str = 'qemu7'
+    allowed_formats: frozenset = GLANCE_DISK_FORMATS
+
+    def __post_init__(self):
+        if self.vhd_size_rule not in VHD_SIZE_RULES:
+            raise ValueError('vhd_size_rule must be one of %s, not %r'
+                             % (', '.join(VHD_SIZE_RULES), self.vhd_size_rule))
+
+    def is_fatal(self, check):
+        return check not in self.nonfatal_checks
+
+
+DEFAULT_POLICY = Policy()
+
+
+@dataclasses.dataclass
+class Inspection:
+    """What the engine concluded about one image.
+
+    :ivar format: the detected format, by its Glance ``disk_format`` name
+        (``vhd``, not ``vpc``; ``ploop``, not ``parallels``), or ``raw``
+        when no format signature was found.  ``None`` when undecided.
+    :ivar virtual_size: the size of the disk the guest sees, in bytes,
+        exactly as ``qemu-img info`` reports it; ``None`` when unknown.
+    :ivar failures: stable check name -> reason (what was found, and at
+        which offset).  Any entry makes the image unsafe.
+    :ivar warnings: checks that failed but that the policy made non-fatal.
+    :ivar variant: a detail of the format: ``fixed``/``dynamic`` for VHD,
+        the VMDK create type, ``gpt``/``mbr`` for a partitioned raw disk.
+    :ivar details: further facts for logs and containers (e.g. the other
+        disks of an OVA).
+    """
+
+    format: str = None
+    virtual_size: int = None
+    failures: dict = dataclasses.field(default_factory=dict)
+    warnings: dict = dataclasses.field(default_factory=dict)
+    variant: str = None
+    details: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def safe(self):
+        """True when a format was recognised, sized, and no check failed."""
+        return (not self.failures and self.format is not None
+                and self.virtual_size is not None)
+
+    def describe(self):
+        """One line for an operator or an API error message."""
+        if self.failures:
+            return '; '.join('%s: %s' % item
+                             for item in sorted(self.failures.items()))
+        what = self.format or 'unknown format'
+        if self.variant:
+            what += ' (%s)' % self.variant
+        return '%s, virtual size %s' % (what, self.virtual_size)
+
+    def as_dict(self):
+        return {'format': self.format, 'virtual_size': self.virtual_size,
+                'safe': self.safe, 'failures': dict(self.failures),
+                'warnings': dict(self.warnings), 'variant': self.variant}
+
+
+class ImageRejected(Exception):
+    """Raised by a fail-fast :class:`InspectingReader` on a refused image."""
+
+    def __init__(self, inspection):
+        self.inspection = inspection
+        super().__init__('image refused: %s' % inspection.describe())

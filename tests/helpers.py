@@ -1,0 +1,107 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""Shared test helpers: real images from qemu-img, both inspection modes."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import glance_vsize
+
+#: The chunk sizes every streaming check runs with (the issue's four).
+CHUNK_SIZES = (512, 4096 + 7, 65536, 1 << 20)
+
+QEMU_NAME = {'vhd': 'vpc', 'ploop': 'parallels', 'iso': 'raw'}
+
+requires_qemu_img = pytest.mark.skipif(
+    shutil.which('qemu-img') is None and not os.environ.get('CI'),
+    reason='qemu-img (Debian qemu-utils) is not installed')
+
+
+def qemu_img(*args):
+    subprocess.run(('qemu-img',) + args, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def create(path, fmt, size, opts=''):
+    """``qemu-img create -f FMT [-o OPTS] PATH SIZE``; returns path."""
+    cmd = ['create', '-q', '-f', QEMU_NAME.get(fmt, fmt)]
+    if opts:
+        cmd += ['-o', opts]
+    qemu_img(*(cmd + [str(path), str(size)]))
+    return str(path)
+
+
+def qemu_info(path, fmt=None):
+    """``qemu-img info --output=json``; None when qemu cannot open it."""
+    cmd = ['qemu-img', 'info', '--output=json']
+    if fmt:
+        cmd += ['-f', QEMU_NAME.get(fmt, fmt)]
+    proc = subprocess.run(cmd + [str(path)], capture_output=True, text=True)
+    if proc.returncode:
+        return None
+    return json.loads(proc.stdout)
+
+
+def chunked(path, size):
+    with open(path, 'rb') as f:
+        while True:
+            data = f.read(size)
+            if not data:
+                return
+            yield data
+
+
+def stream(path, disk_format=None, chunk_size=65536, policy=None):
+    """Inspect ``path`` in streaming mode; check the bytes pass unchanged."""
+    reader = glance_vsize.InspectingReader(chunked(path, chunk_size),
+                                           disk_format, policy)
+    passed = sum(len(chunk) for chunk in reader)
+    assert passed == os.path.getsize(path)
+    return reader.result
+
+
+def all_modes(path, disk_format=None, policy=None):
+    """Yield ``(mode, Inspection)``: seekable, then every chunk size."""
+    yield 'seekable', glance_vsize.inspect_file(str(path), disk_format,
+                                                policy)
+    for size in CHUNK_SIZES:
+        yield 'stream/%d' % size, stream(path, disk_format, size, policy)
+
+
+def assert_like_qemu(path, disk_format, variant=None):
+    """The image is safe, of ``disk_format``, and sized as qemu-img says,
+    in every mode, with and without the declared disk_format."""
+    info = qemu_info(path, disk_format)
+    assert info is not None, 'qemu-img cannot open %s' % path
+    for declared in (disk_format, None):
+        for mode, result in all_modes(path, declared):
+            where = '%s [%s, declared %s]' % (path, mode, declared)
+            assert result.failures == {}, where + ': ' + result.describe()
+            assert result.format == disk_format, where
+            assert result.virtual_size == info['virtual-size'], where
+            if variant is not None:
+                assert result.variant == variant, where
+    return info
+
+
+def assert_refused(path, disk_format, check):
+    """Every mode refuses the image, naming ``check``."""
+    for mode, result in all_modes(path, disk_format):
+        assert not result.safe, '%s [%s] accepted' % (path, mode)
+        assert check in result.failures, '%s [%s]: %s' % (
+            path, mode, result.describe())
