@@ -180,12 +180,17 @@ class InspectingReader:
     :param fail_fast: raise :class:`~glance_vsize.inspection.ImageRejected`
         from ``read``/iteration as soon as the image is certain to be
         refused, and again at the end of an unsafe stream.
+    :param expected_size: the stream's length when known (an HTTP
+        Content-Length): the verdict is then reached, and a fail-fast
+        refusal raised, with the last byte, even if the consumer never
+        reads on to the end of the stream.
     """
 
     def __init__(self, source, disk_format=None, policy=None,
-                 fail_fast=False):
+                 fail_fast=False, expected_size=None):
         self._inspector = StreamInspector(disk_format, policy)
         self._fail_fast = fail_fast
+        self._expected = expected_size
         self._read = getattr(source, 'read', None)
         self._chunks = None if self._read else iter(source)
         self._leftover = b''
@@ -209,13 +214,25 @@ class InspectingReader:
 
     def _account(self, chunk):
         if chunk:
-            self._inspector.feed(chunk)
-            if self._fail_fast and self._inspector.refusal is not None:
-                raise inspection.ImageRejected(self._inspector.refusal)
-        else:
-            result = self._inspector.finish()
-            if self._fail_fast and not result.safe:
-                raise inspection.ImageRejected(result)
+            inspector = self._inspector
+            inspector.feed(chunk)
+            if self._fail_fast and inspector.refusal is not None:
+                raise inspection.ImageRejected(inspector.refusal)
+            if inspector.position != self._expected:
+                return
+        self.finish()
+
+    def finish(self, check=True):
+        """Decide now: the consumer has read all it will read.
+
+        :param check: in fail-fast mode, raise for an unsafe image.
+        :returns: the :class:`~glance_vsize.inspection.Inspection`.
+        :raises ImageRejected: for an unsafe image, in fail-fast mode.
+        """
+        result = self._inspector.finish()
+        if check and self._fail_fast and not result.safe:
+            raise inspection.ImageRejected(result)
+        return result
 
     def read(self, size=-1):
         if size is None or size < 0:

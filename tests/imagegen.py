@@ -98,11 +98,13 @@ def payload(path, size, seed, mbr=False):
     return path
 
 
-def write_mbr(f, size, part_type=0x83):
-    """One primary partition from sector 2048 to the end (UEFI 5.2.1)."""
+def write_mbr(f, size, part_type=0x83, first=2048):
+    """One primary partition from sector ``first`` to the end (UEFI 5.2.1;
+    a protective MBR starts at LBA 1)."""
     sectors = size // 512
-    record = struct.pack('<B3sB3sII', 0, b'\0\0\0', part_type, b'\0\0\0',
-                         2048, min(sectors - 2048, 0xFFFFFFFF))
+    record = struct.pack('<B3sB3sII', 0, b'\0\2\0', part_type,
+                         b'\xff\xff\xff', first,
+                         min(sectors - first, 0xFFFFFFFF))
     f.seek(446)
     f.write(record + b'\0' * 48 + b'\x55\xaa')
 
@@ -110,7 +112,7 @@ def write_mbr(f, size, part_type=0x83):
 def write_gpt(f, size):
     """A protective MBR and a primary GPT header with one empty entry
     array (UEFI 5.3.2), as a partitioning tool would write them."""
-    write_mbr(f, size, part_type=0xEE)
+    write_mbr(f, size, part_type=0xEE, first=1)
     last = size // 512 - 1
     entries = b'\0' * (128 * 128)
     header = struct.pack('<8sIIIIQQQQ16sQIII', b'EFI PART', 0x10000, 92, 0,

@@ -1,0 +1,101 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""Configuration options of glance_vsize (group ``[glance_vsize]``).
+
+Both Glance hooks read them from Glance's own configuration, so they can
+live in glance-api.conf or glance-image-import.conf.  ``list_opts()`` is
+registered under the ``oslo.config.opts`` entry point for
+oslo-config-generator (see etc/oslo-config-generator/glance-vsize.conf).
+"""
+
+from oslo_config import cfg
+
+from glance_vsize import inspection
+
+GROUP = 'glance_vsize'
+
+CHECKS_HELP = """
+Safety checks whose failure is logged as a warning instead of refusing the
+image. Every check is fatal by default. Check names: backing_file,
+data_file, unknown_features, header_length, extension_length,
+cluster_size, version, table_bounds, create_type, extent_file, parent,
+footer, footer_mismatch, checksum, truncated, stream_order,
+region_bounds, multiple_formats, unsupported_format, format_mismatch
+(which refuse_format_mismatch also controls), and the format-specific
+structural checks the engine names in its refusals.
+
+Loosening a check lets images that qemu would read differently, or that
+make qemu open other files on the compute host, reach Nova and Cinder.
+Do so only for a check you have understood, and only while you must.
+"""
+
+OPTS = [
+    cfg.ListOpt('nonfatal_checks', default=[], help=CHECKS_HELP),
+    cfg.BoolOpt('refuse_format_mismatch', default=True, help="""
+Refuse an upload whose content is not what its disk_format says (check
+format_mismatch), e.g. qcow2 data uploaded as raw. When False, the
+mismatch is logged, and virtual_size is still set from the detected
+format. Glance's own [image_format] require_image_format_match plays the
+same role for its built-in inspector.
+"""),
+    cfg.ListOpt('vmdk_create_types',
+                default=sorted(inspection.DEFAULT_VMDK_CREATE_TYPES),
+                help="""
+VMDK createType values accepted. The default allows only the two
+subformats that are a single self-contained file. Other types
+(monolithicFlat, twoGbMaxExtentSparse, vmfs, ...) describe extents in
+other files, which qemu would open on the compute host.
+"""),
+    cfg.StrOpt('vhd_size_rule', default='qemu7',
+               choices=[('qemu7', 'The rule of qemu 7.2 (Debian bookworm): '
+                                  'the CHS geometry gives the size unless '
+                                  'the creator application is one known to '
+                                  'use Current Size.'),
+                        ('qemu10', 'The rule of qemu >= 10, which trusts '
+                                   'Current Size in more cases.')],
+               help="""
+How the virtual size of a VHD image is derived. Match the qemu version of
+your compute nodes: a virtual size that differs from what their qemu-img
+reports makes Nova resize or refuse the disk.
+"""),
+    cfg.ListOpt('allowed_formats',
+                default=sorted(inspection.GLANCE_DISK_FORMATS),
+                help="""
+Detected formats that may be uploaded at all. Content of any other format
+(e.g. qed, luks) is refused with the unsupported_format check, even when
+its disk_format claims something else. Raw content is always allowed.
+"""),
+]
+
+
+def register_opts(conf=cfg.CONF):
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def policy(conf=cfg.CONF):
+    """The engine :class:`~glance_vsize.inspection.Policy` the options
+    describe."""
+    register_opts(conf)
+    group = conf[GROUP]
+    return inspection.Policy(
+        nonfatal_checks=frozenset(group.nonfatal_checks),
+        refuse_mismatch=group.refuse_format_mismatch,
+        vmdk_create_types=frozenset(group.vmdk_create_types),
+        vhd_size_rule=group.vhd_size_rule,
+        allowed_formats=frozenset(group.allowed_formats))
+
+
+def list_opts():
+    """Options for oslo-config-generator (entry point oslo.config.opts)."""
+    return [(GROUP, OPTS)]

@@ -1,0 +1,125 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""Glance image import plugin: inspect the staged image before it is stored.
+
+Enabled in glance-image-import.conf::
+
+    [image_import_opts]
+    image_import_plugins = [glance_vsize]
+
+Glance runs import plugins after the data is staged (glance-direct) or
+downloaded (web-download), and before ``_ImportToStore`` copies it to the
+stores; it skips them for copy-image, which keeps the value the image
+already has.  The task inspects the staged file in seekable mode, sets
+``virtual_size`` through the import action wrapper, and fails the import on
+an unsafe or mismatched image.  Its revert puts the image back to
+``queued``, marks the stores failed and removes the staged file, so that
+nothing is left behind and the image does not stay ``importing``.
+
+Glance's own store upload then inspects the data again with oslo.utils and
+overwrites ``virtual_size`` whenever it computes a non-zero value, wrong
+ones included (VHD, hybrid ISO).  The value is kept ours by
+:mod:`glance_vsize.glance.guard`, to which this task hands its verdict.
+"""
+
+import logging
+import os
+
+from glance.common import exception
+from oslo_config import cfg
+from taskflow import task
+from taskflow.patterns import linear_flow as lf
+from taskflow.types import failure
+
+import glance_vsize
+from glance_vsize import conf as vsize_conf
+from glance_vsize.glance import common
+from glance_vsize.glance import guard
+
+LOG = logging.getLogger(__name__)
+
+
+def _local_path(file_path):
+    return file_path[len('file://'):] if file_path.startswith('file://') \
+        else file_path
+
+
+class _InspectStagedImage(task.Task):
+    """Inspect the staged file; set virtual_size or fail the import."""
+
+    def __init__(self, task_id, task_type, image_id, action_wrapper,
+                 stores, conf=cfg.CONF):
+        self.task_id = task_id
+        self.image_id = image_id
+        self.action_wrapper = action_wrapper
+        self.stores = stores
+        self.conf = conf
+        super().__init__(name='%s-VsizeInspect-%s' % (task_type, task_id))
+
+    def execute(self, file_path):
+        with self.action_wrapper as action:
+            disk_format = action.image_disk_format
+            container_format = action.image_container_format
+        if container_format not in common.BARE_CONTAINERS:
+            LOG.debug('Image %s: container_format %s is not inspected',
+                      self.image_id, container_format)
+            return
+        result = glance_vsize.inspect_file(_local_path(file_path),
+                                           disk_format,
+                                           vsize_conf.policy(self.conf))
+        result.details.setdefault('declared', disk_format)
+        if not result.safe:
+            message = common.refusal_message(self.image_id, result)
+            LOG.warning('%s', message)
+            raise exception.UploadException(message)
+        LOG.info('Image %s: virtual_size %s (%s)', self.image_id,
+                 result.virtual_size, result.describe())
+        with self.action_wrapper as action:
+            action.set_image_attribute(virtual_size=result.virtual_size)
+        guard.expect(self.image_id, result.virtual_size)
+
+    def revert(self, result, **kwargs):
+        guard.forget(self.image_id)
+        if not isinstance(result, failure.Failure):
+            # A later task failed; Glance's own tasks restore the image.
+            return
+        with self.action_wrapper as action:
+            action.set_image_attribute(status='queued')
+            if self.stores:
+                action.remove_importing_stores(self.stores)
+                action.add_failed_stores(self.stores)
+        file_path = kwargs.get('file_path')
+        if file_path:
+            try:
+                os.unlink(_local_path(file_path))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                LOG.error('Could not remove staged data of image %s: %s',
+                          self.image_id, exc)
+
+
+def get_flow(**kwargs):
+    """Entry point ``glance.image_import.plugins``: ``glance_vsize``.
+
+    :param task_id: the import task's ID.
+    :param task_type: the task's type.
+    :param image_id: the image being imported.
+    :param action_wrapper: the flow's ``ImportActionWrapper``.
+    :param backend: the stores the image is imported to.
+    """
+    task_type = kwargs.get('task_type')
+    return lf.Flow(task_type).add(_InspectStagedImage(
+        kwargs.get('task_id'), task_type, kwargs.get('image_id'),
+        kwargs.get('action_wrapper'), kwargs.get('backend') or []))

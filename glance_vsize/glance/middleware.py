@@ -1,0 +1,218 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""Paste filter: inspect image data as Glance streams it to the store.
+
+Why a paste filter: the domain proxy chain that stores image data
+(glance/gateway.py) is fixed and has no configuration hook, but the API
+pipeline in glance-api-paste.ini is the deployer's.  A filter placed after
+Glance's ``context`` filter sees the request body of
+``PUT /v2/images/{id}/file`` (create-image) and ``PUT .../stage``
+(glance-direct), can wrap ``wsgi.input`` so that Glance reads it through
+:class:`glance_vsize.InspectingReader`, and after a successful upload can
+set ``virtual_size`` through Glance's own image repository.
+
+A refusal is raised from inside Glance's read of the body, as an HTTP
+error: Glance's upload and stage handlers then put the image back to
+``queued``, and the store deletes the partial file it was writing.  The
+rest of the request body is read and discarded (never stored), so that the
+client receives the error instead of a broken pipe.
+"""
+
+import logging
+import re
+
+from oslo_config import cfg
+import webob
+import webob.exc
+
+import glance_vsize
+from glance_vsize import conf as vsize_conf
+from glance_vsize.glance import common
+from glance_vsize.glance import guard
+
+LOG = logging.getLogger(__name__)
+
+_DATA_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/(file|stage)/?$')
+_IMPORT_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/import/?$')
+_DRAIN_CHUNK = 1 << 20
+
+
+class _RefusingReader:
+    """Turns the engine's refusal into the HTTP error Glance passes on."""
+
+    def __init__(self, reader, image_id, declared):
+        self.reader = reader
+        self.image_id = image_id
+        self.declared = declared
+        self.refused = None
+
+    def _refuse(self, exc):
+        inspection = exc.inspection
+        inspection.details.setdefault('declared', self.declared)
+        self.refused = inspection
+        self.message = message = common.refusal_message(self.image_id,
+                                                        inspection)
+        LOG.warning('%s (refused after %d bytes of the request body)',
+                    message, self.reader.bytes_read)
+        if set(inspection.failures) == {'format_mismatch'}:
+            raise webob.exc.HTTPUnsupportedMediaType(detail=message)
+        raise webob.exc.HTTPBadRequest(explanation=message)
+
+    def read(self, size=-1):
+        try:
+            return self.reader.read(size)
+        except glance_vsize.ImageRejected as exc:
+            self._refuse(exc)
+
+    def __iter__(self):
+        while True:
+            chunk = self.read(65536)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self):
+        """Glance closes the body of chunked uploads; the source is the
+        WSGI server's, which closes it itself."""
+
+    def finish(self):
+        try:
+            return self.reader.finish()
+        except glance_vsize.ImageRejected as exc:
+            self._refuse(exc)
+
+
+def _json_error(response, message):
+    """The refusal as the JSON error body OpenStack clients display."""
+    title = response.status.split(' ', 1)[-1]
+    return webob.Response(
+        status=response.status, content_type='application/json',
+        charset='UTF-8', json_body={'message': message,
+                                    'code': response.status_int,
+                                    'title': title})
+
+
+class VirtualSizeMiddleware:
+    """WSGI middleware; see the module docstring."""
+
+    def __init__(self, app, conf=cfg.CONF):
+        self.app = app
+        self.conf = conf
+        vsize_conf.register_opts(conf)
+
+    def __call__(self, environ, start_response):
+        match = None
+        method = environ.get('REQUEST_METHOD')
+        if method == 'PUT':
+            match = _DATA_PATH.match(environ.get('PATH_INFO', ''))
+        elif method == 'POST':
+            match = _IMPORT_PATH.match(environ.get('PATH_INFO', ''))
+            if match is not None:
+                self._before_import(webob.Request(environ), match.group(1))
+            return self.app(environ, start_response)
+        if match is None:
+            return self.app(environ, start_response)
+        request = webob.Request(environ)
+        image_id, action = match.groups()
+        image = self._get_image(request, image_id)
+        if image is None or not common.inspectable(image):
+            return self.app(environ, start_response)
+
+        raw_input = environ['wsgi.input']
+        length = request.content_length
+        reader = _RefusingReader(
+            glance_vsize.InspectingReader(
+                raw_input, image.disk_format, vsize_conf.policy(self.conf),
+                fail_fast=True, expected_size=length),
+            image_id, image.disk_format)
+        environ['wsgi.input'] = reader
+        response = request.get_response(self.app)
+        if reader.refused is not None:
+            self._drain(raw_input, length, reader.reader.bytes_read)
+            response = _json_error(response, reader.message)
+        elif action == 'file' and response.status_int < 300:
+            self._set_virtual_size(request, image_id, reader)
+        return response(environ, start_response)
+
+    def _before_import(self, request, image_id):
+        """copy-image runs no import plugin, but Glance's store upload
+        recomputes virtual_size: have the guard keep the current one."""
+        try:
+            method = request.json_body['method']['name']
+        except Exception:
+            return
+        if method != 'copy-image':
+            return
+        image = self._get_image(request, image_id)
+        if image is not None and image.virtual_size:
+            guard.expect(image_id, image.virtual_size)
+
+    @staticmethod
+    def _get_image(request, image_id):
+        context = getattr(request, 'context', None)
+        if context is None:
+            LOG.warning('glance_vsize filter has no request context: place '
+                        'it after the "context" filter in the pipeline')
+            return None
+        from glance import gateway
+        try:
+            return gateway.Gateway().get_repo(context).get(image_id)
+        except Exception as exc:
+            # Glance answers the request itself (404, 403...).
+            LOG.debug('Image %s not inspected: %s', image_id, exc)
+            return None
+
+    def _drain(self, raw_input, length, already):
+        """Read what the client still sends, storing nothing."""
+        left = None if length is None else length - already
+        cap = self.conf.image_size_cap if 'image_size_cap' in self.conf \
+            else 1 << 40
+        drained = 0
+        while (left is None or left > 0) and drained < cap:
+            want = _DRAIN_CHUNK if left is None else min(left, _DRAIN_CHUNK)
+            try:
+                chunk = raw_input.read(want)
+            except Exception:
+                return
+            if not chunk:
+                return
+            drained += len(chunk)
+            if left is not None:
+                left -= len(chunk)
+
+    @staticmethod
+    def _set_virtual_size(request, image_id, reader):
+        result = reader.reader.finish(check=False)
+        if not result.safe:
+            # Only possible when Glance stopped reading before the end of
+            # a body of unknown length; the data was stored by then.
+            LOG.error('Image %s was stored but glance_vsize refuses it: %s',
+                      image_id, result.describe())
+            return
+        from glance import gateway
+        repo = gateway.Gateway().get_repo(request.context)
+        image = repo.get(image_id)
+        if image.virtual_size != result.virtual_size:
+            LOG.info('Image %s: virtual_size %s (%s), Glance said %s',
+                     image_id, result.virtual_size, result.format,
+                     image.virtual_size)
+            image.virtual_size = result.virtual_size
+            repo.save(image)
+
+
+def filter_factory(global_conf, **local_conf):
+    """Paste ``filter_factory``; see etc/glance-api-paste.ini.sample."""
+    def _filter(app):
+        return VirtualSizeMiddleware(app)
+    return _filter
