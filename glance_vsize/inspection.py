@@ -25,9 +25,11 @@ DEFAULT_VMDK_CREATE_TYPES = frozenset({'monolithicSparse', 'streamOptimized'})
 
 #: How the virtual size of a VHD is derived.  ``qemu7`` follows
 #: block/vpc.c of qemu 7.2 (Debian bookworm): CHS geometry unless the
-#: creator application is one known to use Current Size.  ``qemu10`` follows
-#: qemu >= 10, which also trusts Current Size for images whose creator is
-#: ``qemu`` when Current Size is larger than the CHS size.
+#: creator application is one known to use Current Size (``win ``,
+#: ``qem2``, ``d2v ``, ``CTXS``, ``tap\0``).  ``qemu10`` follows qemu >= 10
+#: ("vpc: Read images exported from Azure correctly"), which inverts the
+#: list: CHS geometry only for the ``vpc `` and ``qemu`` creators.  Both use
+#: Current Size when the geometry is the maximum (65535/16/255).
 VHD_SIZE_RULES = ('qemu7', 'qemu10')
 
 #: Glance disk_format names whose content is a plain byte-for-byte disk.

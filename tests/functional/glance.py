@@ -132,16 +132,22 @@ class Glance:
         deadline = time.monotonic() + timeout
         while True:
             image = self.show(image_id)
-            if image['status'] not in ('importing', 'uploading', 'saving') \
-                    and not image.get('os_glance_importing_to_stores') \
-                    or time.monotonic() > deadline:
+            settled = (
+                image['status'] not in ('importing', 'uploading', 'saving')
+                and not image.get('os_glance_importing_to_stores')
+                and all(t['status'] in ('success', 'failure')
+                        for t in self._tasks(image_id)))
+            if settled or time.monotonic() > deadline:
                 return image
             time.sleep(0.2)
 
-    def task_messages(self, image_id):
+    def _tasks(self, image_id):
         status, body = self.json('GET', '/v2/images/%s/tasks' % image_id)
         assert status == 200, body
-        return [t.get('message') or '' for t in body['tasks']]
+        return body['tasks']
+
+    def task_messages(self, image_id):
+        return [t.get('message') or '' for t in self._tasks(image_id)]
 
     # openstack CLI ---------------------------------------------------------
     def openstack(self, *args):
