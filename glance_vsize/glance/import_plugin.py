@@ -59,8 +59,9 @@ class _InspectStagedImage(task.Task):
     """Inspect the staged file; set virtual_size or fail the import."""
 
     def __init__(self, task_id, task_type, image_id, action_wrapper,
-                 stores, conf=cfg.CONF):
+                 stores, import_method=None, conf=cfg.CONF):
         self.task_id = task_id
+        self.import_method = import_method
         self.image_id = image_id
         self.action_wrapper = action_wrapper
         self.stores = stores
@@ -94,6 +95,11 @@ class _InspectStagedImage(task.Task):
         if not isinstance(result, failure.Failure):
             # A later task failed; Glance's own tasks restore the image.
             return
+        if self.import_method in _DOWNLOADING_METHODS:
+            # The download task before us reverts after us: it requeues
+            # the image, fails the stores and deletes what it downloaded
+            # (requeueing twice would fail the revert).
+            return
         with self.action_wrapper as action:
             action.set_image_attribute(status='queued')
             if self.stores:
@@ -110,6 +116,10 @@ class _InspectStagedImage(task.Task):
                           self.image_id, exc)
 
 
+#: Import methods whose internal download task restores the image itself.
+_DOWNLOADING_METHODS = ('web-download', 'glance-download')
+
+
 def get_flow(**kwargs):
     """Entry point ``glance.image_import.plugins``: ``glance_vsize``.
 
@@ -120,6 +130,8 @@ def get_flow(**kwargs):
     :param backend: the stores the image is imported to.
     """
     task_type = kwargs.get('task_type')
+    import_req = kwargs.get('import_req') or {}
+    method = (import_req.get('method') or {}).get('name')
     return lf.Flow(task_type).add(_InspectStagedImage(
         kwargs.get('task_id'), task_type, kwargs.get('image_id'),
-        kwargs.get('action_wrapper'), kwargs.get('backend') or []))
+        kwargs.get('action_wrapper'), kwargs.get('backend') or [], method))

@@ -123,8 +123,11 @@ class Glance:
             if hasattr(body, 'close'):
                 body.close()
 
-    def import_(self, image_id, method='glance-direct', **extra):
+    def import_(self, image_id, method='glance-direct', stores=None,
+                **extra):
         payload = {'method': dict(name=method, **extra)}
+        if stores is not None:
+            payload['stores'] = stores
         return self.json('POST', '/v2/images/%s/import' % image_id, payload)
 
     def wait(self, image_id, timeout=120):
