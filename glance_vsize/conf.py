@@ -28,7 +28,7 @@ GROUP = 'glance_vsize'
 CHECKS_HELP = """
 Safety checks whose failure is logged as a warning instead of refusing the
 image. Every check is fatal by default. Check names: backing_file,
-data_file, unknown_features, header_length, extension_length,
+data_file, unknown_features, header_length, header_extension,
 cluster_size, version, table_bounds, create_type, extent_file, parent,
 footer, footer_mismatch, checksum, truncated, stream_order,
 region_bounds, multiple_formats, unsupported_format, format_mismatch
