@@ -46,6 +46,7 @@ import struct
 import uuid
 
 from glance_vsize.formats import base
+from glance_vsize.formats import crc32c
 
 LOG = logging.getLogger(__name__)
 
@@ -127,59 +128,11 @@ MAX_VIRTUAL_DISK_SIZE = 64 << 40
 BDRV_MAX_LENGTH = ((1 << 63) - 1) // (1 << 30) * (1 << 30)
 UINT32, UINT64 = (1 << 32) - 1, (1 << 64) - 1
 
-# CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as in qemu's
-# util/crc32c.c: table-driven over the bytes up to the trailing zeros,
-# then the trailing zeros (most of a 4 KiB header or a 64 KiB region
-# table) in O(log n) steps with precomputed "n zero bytes" operators.
-CRC32C_POLY = 0x82F63B78
-
-
-def _crc_byte(crc):
-    for _ in range(8):
-        crc = (crc >> 1) ^ (CRC32C_POLY if crc & 1 else 0)
-    return crc
-
-
-_CRC_TABLE = [_crc_byte(byte) for byte in range(256)]
-
-
-def _apply(operator, crc):
-    """Apply a linear operator (the images of the 32 unit vectors)."""
-    result = 0
-    for image in operator:
-        if crc & 1:
-            result ^= image
-        crc >>= 1
-    return result
-
-
-#: _ZEROS[k]: the operator that feeds 2**k zero bytes to the register.
-_ZEROS = [[_CRC_TABLE[1 << i & 0xff] ^ (1 << i) >> 8 for i in range(32)]]
-
-
-def crc32c(data):
-    """CRC-32C of ``data`` (initial value and final XOR 0xFFFFFFFF)."""
-    body = data.rstrip(b'\0')
-    crc = UINT32
-    table = _CRC_TABLE
-    for byte in body:
-        crc = table[(crc ^ byte) & 0xff] ^ (crc >> 8)
-    zeros, level = len(data) - len(body), 0
-    while zeros:
-        if len(_ZEROS) == level:
-            _ZEROS.append([_apply(_ZEROS[-1], i) for i in _ZEROS[-1]])
-        if zeros & 1:
-            crc = _apply(_ZEROS[level], crc)
-        zeros >>= 1
-        level += 1
-    return crc ^ UINT32
-
-
 def checksum_ok(block):
     """[MS-VHDX] 2.2.2/2.2.3: the Checksum field (at offset 4) is the
     CRC-32C of the whole block with the field itself zeroed."""
     stored = struct.unpack_from('<I', block, 4)[0]
-    return crc32c(block[:4] + b'\0\0\0\0' + block[8:]) == stored
+    return crc32c.crc32c(block[:4] + b'\0\0\0\0' + block[8:]) == stored
 
 
 def _error(check, reason, *args):

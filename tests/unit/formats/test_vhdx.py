@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 import glance_vsize
+from glance_vsize.formats import crc32c
 from glance_vsize.formats import vhdx
 from tests import helpers
 from tests import imagegen
@@ -50,7 +51,7 @@ def patch_block(path, offset, size, edit):
         block = bytearray(f.read(size))
         edit(block)
         block[4:8] = b'\0\0\0\0'
-        struct.pack_into('<I', block, 4, vhdx.crc32c(bytes(block)))
+        struct.pack_into('<I', block, 4, crc32c.crc32c(bytes(block)))
         f.seek(offset)
         f.write(block)
 
@@ -97,7 +98,7 @@ def assert_no_crash_and_like_qemu(path):
 
 
 def test_crc32c():
-    assert vhdx.crc32c(b'123456789') == 0xE3069283
+    assert crc32c.crc32c(b'123456789') == 0xE3069283
     rnd = random.Random(3)
     for data in (b'', bytes(65536), rnd.randbytes(100) + bytes(5000)):
         expected = 0xFFFFFFFF
@@ -105,7 +106,7 @@ def test_crc32c():
             expected ^= byte
             for _ in range(8):
                 expected = (expected >> 1) ^ (0x82F63B78 * (expected & 1))
-        assert vhdx.crc32c(data) == expected ^ 0xFFFFFFFF
+        assert crc32c.crc32c(data) == expected ^ 0xFFFFFFFF
 
 
 @helpers.requires_qemu_img
@@ -195,7 +196,7 @@ def _with_log_entry(path, guid, log_offset=MIB):
     size = os.path.getsize(path)
     struct.pack_into('<4sIIIQII16sQQ', entry, 0, b'loge', 0, 4096, 0, 1, 0,
                      0, guid, size, size)
-    struct.pack_into('<I', entry, 4, vhdx.crc32c(bytes(entry)))
+    struct.pack_into('<I', entry, 4, crc32c.crc32c(bytes(entry)))
     write(path, log_offset, bytes(entry))
 
 
