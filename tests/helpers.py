@@ -83,13 +83,13 @@ def all_modes(path, disk_format=None, policy=None):
         yield 'stream/%d' % size, stream(path, disk_format, size, policy)
 
 
-def assert_like_qemu(path, disk_format, variant=None):
+def assert_like_qemu(path, disk_format, variant=None, policy=None):
     """The image is safe, of ``disk_format``, and sized as qemu-img says,
     in every mode, with and without the declared disk_format."""
     info = qemu_info(path, disk_format)
     assert info is not None, 'qemu-img cannot open %s' % path
     for declared in (disk_format, None):
-        for mode, result in all_modes(path, declared):
+        for mode, result in all_modes(path, declared, policy):
             where = '%s [%s, declared %s]' % (path, mode, declared)
             assert result.failures == {}, where + ': ' + result.describe()
             assert result.format == disk_format, where
@@ -99,9 +99,39 @@ def assert_like_qemu(path, disk_format, variant=None):
     return info
 
 
-def assert_refused(path, disk_format, check):
+def assert_refused(path, disk_format, check, policy=None):
     """Every mode refuses the image, naming ``check``."""
-    for mode, result in all_modes(path, disk_format):
+    for mode, result in all_modes(path, disk_format, policy):
         assert not result.safe, '%s [%s] accepted' % (path, mode)
         assert check in result.failures, '%s [%s]: %s' % (
             path, mode, result.describe())
+
+
+def assert_hostile(path, check=None, *, disk_format, policy=None,
+                   agree=True):
+    """The contract for hostile input, in every mode: a verdict, never an
+    exception or an ``inspector_error``; ``check`` named when given; and a
+    verdict of safe is one qemu-img agrees with (it opens the bytes as
+    ``disk_format`` and reports the same size).  With ``agree``, every mode
+    reaches the same verdict (no ``stream_order`` either).
+
+    :returns: the seekable verdict.
+    """
+    info = qemu_info(path, disk_format)
+    verdicts = set()
+    first = None
+    for mode, result in all_modes(path, disk_format, policy):
+        first = first or result
+        where = '%s [%s]: %s' % (path, mode, result.describe())
+        assert 'inspector_error' not in result.failures, where
+        if check is not None:
+            assert check in result.failures, where
+        if result.safe:
+            assert info is not None, where + ' (qemu-img cannot open it)'
+            assert result.virtual_size == info['virtual-size'], where
+        if agree:
+            assert 'stream_order' not in result.failures, where
+            verdicts.add((result.safe, tuple(sorted(result.failures)),
+                          result.virtual_size))
+    assert len(verdicts) <= 1, verdicts
+    return first

@@ -16,6 +16,7 @@
 these tests allow it with a policy to compare sizes with qemu-img.
 """
 
+import functools
 import json
 import os
 import random
@@ -78,24 +79,12 @@ def volumes(tmp_path_factory):
     return paths
 
 
-def assert_like_qemu(path):
-    """Safe, luks, and sized as qemu-img says, in every mode."""
-    info = helpers.qemu_info(path, 'luks')
-    assert info is not None, 'qemu-img cannot open %s' % path
-    for declared in ('luks', None):
-        for mode, result in helpers.all_modes(path, declared, POLICY):
-            where = '%s [%s, declared %s]' % (path, mode, declared)
-            assert result.failures == {}, where + ': ' + result.describe()
-            assert result.format == 'luks', where
-            assert result.virtual_size == info['virtual-size'], where
-    return info
+assert_like_qemu = functools.partial(helpers.assert_like_qemu,
+                                     disk_format='luks', policy=POLICY)
 
 
 def assert_refused(path, check):
-    for mode, result in helpers.all_modes(path, 'luks', POLICY):
-        assert not result.safe, '%s [%s] accepted' % (path, mode)
-        assert check in result.failures, '%s [%s]: %s' % (
-            path, mode, result.describe())
+    helpers.assert_refused(path, 'luks', check, POLICY)
 
 
 def patch(src, dst, *edits):

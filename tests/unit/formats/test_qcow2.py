@@ -12,6 +12,7 @@
 
 """qcow2: real images from qemu-img, and hostile ones made from them."""
 
+import functools
 import os
 import random
 import struct
@@ -67,23 +68,8 @@ def _mutate(src, dst, edits, length=None):
     return str(dst)
 
 
-def _check_hostile(path, check=None):
-    """Every mode agrees, names ``check`` if given, never errs, and only
-    calls safe what qemu-img opens with the same size."""
-    info = helpers.qemu_info(path, 'qcow2')
-    verdicts = set()
-    for mode, result in helpers.all_modes(path, 'qcow2'):
-        where = '%s [%s]: %s' % (path, mode, result.describe())
-        assert 'inspector_error' not in result.failures, where
-        assert 'stream_order' not in result.failures, where
-        if check is not None:
-            assert check in result.failures, where
-        if result.safe:
-            assert info is not None, where + ' (qemu-img cannot open it)'
-            assert result.virtual_size == info['virtual-size'], where
-        verdicts.add((result.safe, tuple(sorted(result.failures))))
-    assert len(verdicts) == 1, verdicts
-    return result
+_check_hostile = functools.partial(helpers.assert_hostile,
+                                   disk_format='qcow2')
 
 
 @pytest.fixture(scope='module')

@@ -16,6 +16,7 @@ QED is no Glance disk format, so these tests inspect with a policy that
 allows it; the default policy refuses it (``unsupported_format``).
 """
 
+import functools
 import os
 import random
 import struct
@@ -59,37 +60,12 @@ def _mutate(src, dst, edits, length=None):
     return str(dst)
 
 
-def assert_like_qemu(path):
-    """Safe (with QED allowed), in every mode, declared or not, and sized
-    as qemu-img says."""
-    info = helpers.qemu_info(path, 'qed')
-    assert info is not None, 'qemu-img cannot open %s' % path
-    for declared in ('qed', None):
-        for mode, result in helpers.all_modes(path, declared, QED_ONLY):
-            where = '%s [%s, declared %s]' % (path, mode, declared)
-            assert result.failures == {}, where + ': ' + result.describe()
-            assert result.format == 'qed', where
-            assert result.virtual_size == info['virtual-size'], where
-    return info
+assert_like_qemu = functools.partial(helpers.assert_like_qemu,
+                                     disk_format='qed', policy=QED_ONLY)
 
 
-def _check_hostile(path, check=None):
-    """Every mode agrees, names ``check`` if given, never errs, and only
-    calls safe what qemu-img opens with the same size."""
-    info = helpers.qemu_info(path, 'qed')
-    verdicts = set()
-    for mode, result in helpers.all_modes(path, 'qed', QED_ONLY):
-        where = '%s [%s]: %s' % (path, mode, result.describe())
-        assert 'inspector_error' not in result.failures, where
-        assert 'stream_order' not in result.failures, where
-        if check is not None:
-            assert check in result.failures, where
-        if result.safe:
-            assert info is not None, where + ' (qemu-img cannot open it)'
-            assert result.virtual_size == info['virtual-size'], where
-        verdicts.add((result.safe, tuple(sorted(result.failures))))
-    assert len(verdicts) == 1, verdicts
-    return result
+_check_hostile = functools.partial(helpers.assert_hostile,
+                                   disk_format='qed', policy=QED_ONLY)
 
 
 @pytest.fixture(scope='module')
