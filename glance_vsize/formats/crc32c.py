@@ -63,5 +63,3 @@ def crc32c(data):
         zeros >>= 1
         level += 1
     return crc ^ UINT32
-
-

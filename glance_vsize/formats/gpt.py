@@ -101,7 +101,7 @@ class GptInspector(base.FormatInspector):
             blank = full[:16] + b'\0\0\0\0' + full[20:size]
             if zlib.crc32(blank) != crc or fields[5] != 1:
                 continue
-            probe.match('GPT header %r at offset %d' % (GPT_SIGNATURE.decode(),
-                                                       block),
+            probe.match('GPT header %r at offset %d'
+                        % (GPT_SIGNATURE.decode(), block),
                         variant='gpt%d' % block if block != 512 else None)
             return

@@ -128,6 +128,7 @@ MAX_VIRTUAL_DISK_SIZE = 64 << 40
 BDRV_MAX_LENGTH = ((1 << 63) - 1) // (1 << 30) * (1 << 30)
 UINT32, UINT64 = (1 << 32) - 1, (1 << 64) - 1
 
+
 def checksum_ok(block):
     """[MS-VHDX] 2.2.2/2.2.3: the Checksum field (at offset 4) is the
     CRC-32C of the whole block with the field itself zeroed."""

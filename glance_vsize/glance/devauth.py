@@ -1,11 +1,22 @@
-"""DEVELOPMENT / TESTING ONLY -- a fake identity for a Glance API without keystone.
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
 
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!!  NEVER PUT THIS FILTER IN A REAL DEPLOYMENT.  It authenticates NOTHING:    !!
-!!  every request that reaches it, from anyone, becomes an ADMIN of a fixed   !!
-!!  project.  It exists only so that ``tools/run-glance`` can run a real      !!
-!!  Glance API on 127.0.0.1 for glance_vsize's development and tests.          !!
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+
+"""DEVELOPMENT / TESTING ONLY: a fixed identity for Glance without keystone.
+
+NEVER PUT THIS FILTER IN A REAL DEPLOYMENT.  It authenticates NOTHING:
+every request that reaches it, from anyone, becomes an ADMIN of a fixed
+project.  It exists only so that ``tools/run-glance`` can run a real Glance
+API on 127.0.0.1 for glance_vsize's development and tests.
 
 Why it exists: without keystone, Glance's default paste pipeline uses the
 ``unauthenticated-context`` filter, which builds a context with no project

@@ -43,7 +43,8 @@ from glance_vsize.glance import guard
 
 LOG = logging.getLogger(__name__)
 
-_DATA_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/(file|stage)/?$')
+_DATA_PATH = re.compile(
+    r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/(file|stage)/?$')
 _IMPORT_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/import/?$')
 _DRAIN_CHUNK = 1 << 20
 

@@ -122,8 +122,7 @@ def test_unsafe_uploads_are_refused_with_the_check_named(glance, corpus,
     assert 'backing_file' in body or 'unsupported_format' in body
 
 
-def test_mismatched_disk_format_is_refused_naming_what_was_found(glance,
-                                                                  corpus):
+def test_mismatched_disk_format_is_refused_naming_what_found(glance, corpus):
     outdir, _entries = corpus
     image_id = glance.create('raw')
     status, body = glance.upload(
