@@ -32,6 +32,8 @@ from glance_vsize import registry
 
 #: Chunk size used when iterating over a file-like source.
 CHUNK_SIZE = 65536
+#: "No region wanted": beyond any stream position.
+_NOTHING = float('inf')
 
 
 class StreamInspector:
@@ -51,6 +53,7 @@ class StreamInspector:
         self.position = 0
         self.result = None
         self._pending = []          # [probe, offset, length, bytearray]
+        self._wanted = _NOTHING     # the lowest offset a pending Read wants
         self._at_end = []           # (probe, Tail or LENGTH)
         self._tail = collections.deque()
         self._tail_len = 0
@@ -73,7 +76,7 @@ class StreamInspector:
         size = len(chunk)
         if not size:
             return
-        if self._pending:
+        if self._wanted < self.position + size:
             self._fill(chunk, self.position, size)
         self.position += size
         # Keep references to the chunks that hold the last MAX_TAIL bytes
@@ -130,6 +133,7 @@ class StreamInspector:
                     continue
                 self._pending.append(
                     [probe, request.offset, request.length, bytearray()])
+                self._wanted = min(self._wanted, request.offset)
                 if not request.length:
                     self._pending.pop()
                     request = engine.step(probe, b'')
@@ -143,7 +147,7 @@ class StreamInspector:
 
     def _fill(self, chunk, start, size):
         end = start + size
-        progress = True
+        progress, delivered = True, False
         while progress:
             progress = False
             for entry in list(self._pending):
@@ -157,8 +161,12 @@ class StreamInspector:
                     self._pending.remove(entry)
                     self._dispatch(probe, engine.step(probe, bytes(buf)),
                                    start)
-                    progress = True
-        self._check_early()
+                    progress = delivered = True
+        self._wanted = min((offset + len(buf)
+                            for _, offset, _, buf in self._pending),
+                           default=_NOTHING)
+        if delivered:
+            self._check_early()
 
     def _check_early(self):
         if self._refusal is None:
