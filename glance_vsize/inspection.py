@@ -32,6 +32,10 @@ DEFAULT_VMDK_CREATE_TYPES = frozenset({'monolithicSparse', 'streamOptimized'})
 #: Current Size when the geometry is the maximum (65535/16/255).
 VHD_SIZE_RULES = ('qemu7', 'qemu10')
 
+#: Glance container_format names whose payload is the disk image itself
+#: (``None``: not given).  Others go through :mod:`glance_vsize.containers`.
+BARE_CONTAINERS = frozenset({None, 'bare', 'ami', 'aki', 'ari'})
+
 #: Glance disk_format names whose content is a plain byte-for-byte disk.
 RAW_LIKE = frozenset({'raw', 'ami', 'aki', 'ari'})
 
@@ -40,6 +44,25 @@ RAW_LIKE = frozenset({'raw', 'ami', 'aki', 'ari'})
 GLANCE_DISK_FORMATS = frozenset({
     'ami', 'ari', 'aki', 'vhd', 'vhdx', 'vmdk', 'raw', 'qcow2', 'vdi', 'iso',
     'ploop'})
+
+#: The most bytes a compressed image may expand to: 1 TiB, Glance's default
+#: ``image_size_cap``.  An image too large to be uploaded uncompressed is
+#: too large to arrive compressed.
+DEFAULT_MAX_EXPANDED_SIZE = 1 << 40
+
+#: The largest expansion ratio (expanded bytes per compressed byte read)
+#: accepted once :data:`DEFAULT_RATIO_EXEMPT_SIZE` has been expanded.
+#: Operating system images compress 2:1 to 10:1 and mostly empty raw disks
+#: a few hundred to one; deflate cannot exceed 1032:1, so an all-zero gzip
+#: bomb reaches this ratio.  The ratio bounds the work an upload can cause
+#: per byte sent.
+DEFAULT_MAX_COMPRESSION_RATIO = 1000
+
+#: Images that expand to no more than this are never refused for their
+#: ratio: sparse images compress enormously (a fresh 3 TiB qcow2, 240 KiB,
+#: compresses 500:1 to 1100:1; an empty raw disk up to millions to one
+#: with bzip2) and cost little to inspect.  4 GiB.
+DEFAULT_RATIO_EXEMPT_SIZE = 4 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +77,13 @@ class Policy:
     :param vhd_size_rule: one of :data:`VHD_SIZE_RULES`.
     :param allowed_formats: detected formats accepted at all; anything else
         is refused with ``unsupported_format``.
+    :param max_expanded_size: the most bytes a compressed container (or a
+        compressed OVA member) may expand to (check ``expanded_size``);
+        0 for no limit.
+    :param max_compression_ratio: the largest ratio of expanded to
+        compressed bytes (check ``compression_ratio``), applied once more
+        than ``ratio_exempt_size`` bytes were expanded; 0 for no limit.
+    :param ratio_exempt_size: expanded bytes never refused for their ratio.
     """
 
     nonfatal_checks: frozenset = frozenset()
@@ -61,11 +91,18 @@ class Policy:
     vmdk_create_types: frozenset = DEFAULT_VMDK_CREATE_TYPES
     vhd_size_rule: str = 'qemu7'
     allowed_formats: frozenset = GLANCE_DISK_FORMATS
+    max_expanded_size: int = DEFAULT_MAX_EXPANDED_SIZE
+    max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
+    ratio_exempt_size: int = DEFAULT_RATIO_EXEMPT_SIZE
 
     def __post_init__(self):
         if self.vhd_size_rule not in VHD_SIZE_RULES:
             raise ValueError('vhd_size_rule must be one of %s, not %r'
                              % (', '.join(VHD_SIZE_RULES), self.vhd_size_rule))
+        for name in ('max_expanded_size', 'max_compression_ratio',
+                     'ratio_exempt_size'):
+            if getattr(self, name) < 0:
+                raise ValueError('%s must not be negative' % name)
 
     def is_fatal(self, check):
         return check not in self.nonfatal_checks

@@ -24,6 +24,10 @@ from glance_vsize import inspection
 from glance_vsize import registry
 
 
+#: Read size when a container is streamed through.
+STREAM_CHUNK = 1 << 20
+
+
 def _pread(fd, length, offset):
     parts = []
     while length > 0:
@@ -57,14 +61,34 @@ def inspect_fd(fd, disk_format=None, policy=None, inspectors=None):
                          policy, length)
 
 
-def inspect_file(path, disk_format=None, policy=None):
+def inspect_file(path, disk_format=None, policy=None, container_format=None):
     """Inspect the image at ``path`` (a file or a block device).
 
+    :param container_format: as for
+        :class:`~glance_vsize.stream.InspectingReader`.  A non-bare
+        container is read from start to end in one pass (streaming mode):
+        the image inside a compressed file has no offsets to seek to.
     :returns: an :class:`~glance_vsize.inspection.Inspection`.
     :raises OSError: when the file cannot be opened or read.
+    :raises ValueError: for a container format that is not inspected.
     """
+    if container_format not in inspection.BARE_CONTAINERS:
+        return _stream_file(path, disk_format, policy, container_format)
     fd = os.open(path, os.O_RDONLY)
     try:
         return inspect_fd(fd, disk_format, policy)
     finally:
         os.close(fd)
+
+
+def _stream_file(path, disk_format, policy, container_format):
+    from glance_vsize import containers
+    inspector = containers.stream_inspector(container_format, disk_format,
+                                            policy)
+    with open(path, 'rb') as f:
+        while inspector.refusal is None:
+            chunk = f.read(STREAM_CHUNK)
+            if not chunk:
+                break
+            inspector.feed(chunk)
+    return inspector.finish()

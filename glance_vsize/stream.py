@@ -192,11 +192,21 @@ class InspectingReader:
         Content-Length): the verdict is then reached, and a fail-fast
         refusal raised, with the last byte, even if the consumer never
         reads on to the end of the stream.
+    :param container_format: the Glance ``container_format``.  ``None``,
+        ``bare``, ``ami``, ``aki`` and ``ari``: the stream is the image.
+        ``ova`` and ``compressed``: the image inside is inspected
+        (:mod:`glance_vsize.containers`); the stream is handed on as it is.
+    :raises ValueError: for another container format.
     """
 
     def __init__(self, source, disk_format=None, policy=None,
-                 fail_fast=False, expected_size=None):
-        self._inspector = StreamInspector(disk_format, policy)
+                 fail_fast=False, expected_size=None, container_format=None):
+        if container_format in inspection.BARE_CONTAINERS:
+            self._inspector = StreamInspector(disk_format, policy)
+        else:
+            from glance_vsize import containers
+            self._inspector = containers.stream_inspector(
+                container_format, disk_format, policy)
         self._fail_fast = fail_fast
         self._expected = expected_size
         self._read = getattr(source, 'read', None)

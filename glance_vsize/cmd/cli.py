@@ -13,18 +13,22 @@
 
 """``glance-vsize``: inspect an image the way Glance with this plugin does.
 
-``glance-vsize inspect [--disk-format FMT] [--json] PATH|-``
+``glance-vsize inspect [--disk-format FMT] [--container-format FMT]
+[--json] PATH|-``
 
-A path is inspected in seekable mode; ``-`` reads standard input in
-streaming mode.  Exit status: 0 recognised and safe, 3 refused (unsafe or
-not what ``--disk-format`` says), 2 usage or I/O error (one line on
-standard error).
+A path is inspected in seekable mode (a non-bare container is streamed
+through from start to end); ``-`` reads standard input in streaming mode.
+With ``--container-format ova`` or ``compressed`` the disk image inside
+the archive or the compressed data is inspected.  Exit status: 0
+recognised and safe, 3 refused (unsafe or not what ``--disk-format``
+says), 2 usage or I/O error (one line on standard error).
 """
 
 import argparse
 import json
 import sys
 
+from glance_vsize import containers
 from glance_vsize import inspection
 from glance_vsize import registry
 from glance_vsize import seekable
@@ -33,6 +37,10 @@ from glance_vsize import stream
 EXIT_OK = 0
 EXIT_ERROR = 2
 EXIT_REFUSED = 3
+
+#: What a verdict's details say about a container, in display order.
+CONTAINER_DETAILS = ('container', 'compression', 'expanded_size', 'disk',
+                     'other_disks', 'ovf_capacity')
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +56,10 @@ def _parser():
     cmd.add_argument('path', help="the image file, or '-' for standard input")
     cmd.add_argument('--disk-format', choices=registry.disk_formats(),
                      help='the declared Glance disk_format to check against')
+    cmd.add_argument('--container-format',
+                     choices=containers.CONTAINER_FORMATS,
+                     help='the Glance container_format: ova and compressed '
+                          'are inspected inside (default: bare)')
     cmd.add_argument('--json', action='store_true',
                      help='print the verdict as one JSON object')
     cmd.add_argument('--vhd-size-rule', choices=inspection.VHD_SIZE_RULES,
@@ -63,10 +75,15 @@ def _parser():
 
 def _print(result, as_json, out):
     if as_json:
-        json.dump({'format': result.format,
+        verdict = {'format': result.format,
                    'virtual_size': result.virtual_size,
                    'safe': result.safe,
-                   'failures': result.failures}, out, sort_keys=True)
+                   'failures': result.failures}
+        if result.details.get('container'):
+            verdict['container'] = {
+                k: v for k, v in result.details.items()
+                if k in CONTAINER_DETAILS}
+        json.dump(verdict, out, sort_keys=True)
         out.write('\n')
         return
     fmt = result.format or 'unknown'
@@ -74,6 +91,14 @@ def _print(result, as_json, out):
         fmt += ' (%s)' % result.variant
     out.write('format:       %s\n' % fmt)
     out.write('virtual size: %s\n' % result.virtual_size)
+    if result.details.get('container'):
+        facts = ', '.join('%s %s' % (k, result.details[k])
+                          for k in CONTAINER_DETAILS[1:]
+                          if k in result.details)
+        if facts:
+            facts = ' (%s)' % facts
+        out.write('container:    %s%s\n'
+                  % (result.details['container'], facts))
     out.write('safe:         %s\n' % ('yes' if result.safe else 'no'))
     for check, reason in sorted(result.failures.items()):
         out.write('refused:      %s: %s\n' % (check, reason))
@@ -91,14 +116,16 @@ def main(argv=None, stdin=None, stdout=None):
     try:
         if args.path == '-':
             source = (stdin or sys.stdin.buffer)
-            reader = stream.InspectingReader(source, args.disk_format,
-                                             policy)
+            reader = stream.InspectingReader(
+                source, args.disk_format, policy,
+                container_format=args.container_format)
             for _chunk in reader:
                 pass
             result = reader.result
         else:
-            result = seekable.inspect_file(args.path, args.disk_format,
-                                           policy)
+            result = seekable.inspect_file(
+                args.path, args.disk_format, policy,
+                container_format=args.container_format)
     except OSError as exc:
         sys.stderr.write('glance-vsize: %s: %s\n'
                          % (args.path, exc.strerror or exc))

@@ -1,0 +1,170 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``container_format=compressed``: a disk image compressed as a whole.
+
+The compression is recognised by its magic bytes, never by a name:
+gzip (RFC 1952), bzip2, xz and zstd (RFC 8878); see
+:mod:`~glance_vsize.containers.decoders` and
+:mod:`~glance_vsize.containers.zstd`.  The data is decompressed as it
+passes, in pieces of at most 256 KiB, and the pieces are fed to a
+:class:`~glance_vsize.stream.StreamInspector`, which detects and checks
+the inner image as it would a bare one (and against ``disk_format``).
+
+Decompression bombs: before each piece is handed on, the expanded size is
+checked against the policy's ``max_expanded_size`` (check
+``expanded_size``) and, once more than ``ratio_exempt_size`` bytes were
+expanded, the ratio of expanded to compressed bytes against
+``max_compression_ratio`` (check ``compression_ratio``).  A refused
+stream is not decompressed any further: it costs at most one piece more
+than the cap.  Sparse images are why the ratio spares small expansions: a
+fresh 3 TiB qcow2 is a few hundred KiB that compress to a few KiB.
+
+zip (PKWARE APPNOTE) is refused (``compression``): its authoritative
+index, the central directory, is at the end of the archive, and a member
+written to a pipe (general purpose bit 3, a data descriptor after the
+data) has no length in its local header, so a stored member's end cannot
+be found in one pass.  A one-pass reader would follow the local headers,
+which may disagree with the central directory that ``unzip`` and
+Python's zipfile (Glance's ``image_decompression``) obey: the image
+inspected would not be the image extracted.
+"""
+
+import logging
+
+from glance_vsize.containers import base
+from glance_vsize.containers import decoders
+from glance_vsize.containers import zstd
+from glance_vsize import stream
+
+LOG = logging.getLogger(__name__)
+
+DECODERS = (decoders.GzipDecoder, decoders.Bzip2Decoder,
+            decoders.XzDecoder, zstd.ZstdDecoder)
+
+#: Magic bytes of formats that are recognised only to be refused.
+REFUSED = {b'PK\x03\x04': 'a zip archive', b'PK\x05\x06': 'a zip archive',
+           b'\x04\x22\x4d\x18': 'lz4 data'}
+
+#: Enough bytes to recognise every format above.
+MAGIC_SIZE = max(len(cls.magic) for cls in DECODERS)
+
+
+def recognise(head):
+    """The decoder class for data starting with ``head``, or ``None``."""
+    for cls in DECODERS:
+        if head.startswith(cls.magic):
+            return cls
+    return None
+
+
+class CompressedInspector(base.ContainerInspector):
+    """Decompress as the bytes pass; inspect the image inside.
+
+    :param only: the decoder names accepted (default: all), e.g.
+        ``('gzip',)`` for an OVA member with ``ovf:compression="gzip"``.
+    """
+
+    name = 'compressed'
+
+    def __init__(self, disk_format=None, policy=None, only=None):
+        super().__init__(disk_format, policy)
+        self.inner = stream.StreamInspector(disk_format, self.policy)
+        self.only = only
+        self.decoder = None
+        self._head = b''
+
+    @property
+    def expanded(self):
+        return self.inner.position
+
+    def _feed(self, chunk, offset):
+        if self.decoder is None:
+            need = MAGIC_SIZE - len(self._head)
+            self._head += bytes(chunk[:need])
+            if len(self._head) < MAGIC_SIZE:
+                return
+            self._start()
+            chunk = self._head + bytes(chunk[need:])
+        self._decode(chunk)
+
+    def _start(self):
+        head = self._head
+        cls = recognise(head)
+        if cls is None:
+            what = next((v for k, v in REFUSED.items()
+                         if head.startswith(k)), None)
+            raise base.ContainerError(
+                'compression', 'the data is %s, not gzip, bzip2, xz or zstd '
+                '(first bytes %r)' % (what or 'no known compression', head))
+        if self.only and cls.name not in self.only:
+            raise base.ContainerError(
+                'compression', 'the data is %s, not %s'
+                % (cls.name, ' or '.join(self.only)))
+        self.details['compression'] = cls.name
+        self.decoder = cls()
+
+    def _decode(self, data):
+        decoder = self.decoder
+        for piece in decoder.decode(data):
+            self._expand(piece)
+            if self._stopped:
+                return
+        if decoder.trailing is not None:
+            self.fail('trailing_data', 'bytes that are not %s data at '
+                      'offset %d, after the end of the %s stream'
+                      % (decoder.name, decoder.trailing, decoder.name))
+
+    def _expand(self, piece):
+        """Check the caps, then inspect ``piece``."""
+        policy = self.policy
+        expanded = self.inner.position + len(piece)
+        consumed = max(self.decoder.offset, 1)
+        if policy.max_expanded_size and expanded > policy.max_expanded_size:
+            self.fail('expanded_size', 'the %s data expands to more than '
+                      '%d bytes (max_expanded_size) by its byte %d'
+                      % (self.decoder.name, policy.max_expanded_size,
+                         consumed))
+        elif policy.max_compression_ratio and \
+                expanded > policy.ratio_exempt_size and \
+                expanded > policy.max_compression_ratio * consumed:
+            self.fail('compression_ratio', '%d bytes of %s data expand to '
+                      '%d bytes, more than %d:1 (max_compression_ratio)'
+                      % (consumed, self.decoder.name, expanded,
+                         policy.max_compression_ratio))
+        if self._stopped:
+            return
+        self.inner.feed(piece)
+        if self.inner.refusal is not None:
+            self.stop()
+
+    def _finish(self):
+        if self._stopped:
+            return
+        try:
+            if self.decoder is None:
+                if not self._head:
+                    raise base.ContainerError(
+                        'truncated', 'the compressed data is empty')
+                self._start()
+                self._decode(self._head)
+            if not self._stopped:
+                self.decoder.finish()
+        finally:
+            if not self._stopped:
+                self.inner.finish()
+                self.details['expanded_size'] = self.inner.position
+
+    def _verdict(self, final):
+        inner = self.inner.result or self.inner.refusal
+        name = self.decoder.name if self.decoder else 'compressed'
+        return self.build(inner, 'in the %s data' % name, final)

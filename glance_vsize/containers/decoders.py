@@ -1,0 +1,182 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Incremental decompressors with bounded output: gzip, bzip2 and xz.
+
+Each decoder is fed compressed bytes in order, and its :meth:`decode`
+generator yields the decompressed bytes in pieces of at most
+:data:`PIECE` bytes, decompressing the next piece only when the consumer
+asks for it.  So the consumer can count what was expanded and stop before
+expanding more than it allows, and memory holds one piece, whatever the
+ratio (``max_length`` of :meth:`zlib.Decompress.decompress`,
+:meth:`bz2.BZ2Decompressor.decompress` and
+:meth:`lzma.LZMADecompressor.decompress`).
+
+Formats, recognised by their magic bytes:
+
+* gzip (RFC 1952): a series of members, each ``1f 8b 08`` (ID1, ID2,
+  CM=deflate) + header + deflate data (RFC 1951) + CRC32 + ISIZE.
+* bzip2 (the bzip2 file format of bzip2 1.0, "BZh" + block size digit
+  ``1``-``9``); streams may be concatenated, as ``bzip2`` writes them.
+* xz (The .xz File Format 1.2.1, ``fd 37 7a 58 5a 00``); streams may be
+  concatenated and followed by stream padding.
+
+As ``gzip -d``, ``bzip2 -d`` and ``xz -d`` do, every member or stream in
+the data is decompressed, one after the other; zero bytes between or after
+them are skipped (xz stream padding, block device padding).  Anything
+else after the end of a member ends the decoding (:attr:`Decoder.trailing`,
+refused as ``trailing_data``): what follows is not read.  A stream cut
+short is ``truncated``; corrupt data is refused as ``compression``.
+
+zstd (RFC 8878) is in :mod:`glance_vsize.containers.zstd`.
+"""
+
+import bz2
+import lzma
+import zlib
+
+from glance_vsize.containers import base
+
+#: The most bytes one decompression step produces.
+PIECE = 256 << 10
+
+#: The most memory an xz stream may need to be decompressed (its
+#: dictionary): 128 MiB, above what ``xz -9`` (64 MiB) and ``xz -9e``
+#: need.  A stream that needs more is refused (``compression``).
+XZ_MEMLIMIT = 128 << 20
+
+
+class Decoder:
+    """Base class: one compression format, possibly several members."""
+
+    #: Name, for messages and ``Inspection.details``.
+    name = None
+    #: Magic bytes that start every member.
+    magic = None
+
+    def __init__(self):
+        self._obj = None        # the current member's decompressor
+        self._more = False      # it may hold output without new input
+        self._gap = b''         # bytes between members, up to len(magic)
+        self.offset = 0         # compressed bytes consumed
+        self.members = 0        # members completed
+        self.trailing = None    # offset of bytes after the last member
+        self._member_offset = 0
+
+    def _new(self):
+        raise NotImplementedError()
+
+    def _step(self, data):
+        """Decompress up to PIECE bytes from ``data``; returns
+        ``(output, unconsumed input, may hold more output)``."""
+        raise NotImplementedError()
+
+    def decode(self, data):
+        """Generator: feed ``data``; yield decompressed pieces."""
+        data = bytes(data)
+        while (data or self._more) and self.trailing is None:
+            if self._obj is None:
+                data = self._between(data)
+                if not data:
+                    return
+                self._obj = self._new()
+                self._member_offset = self.offset
+            before = len(data)
+            try:
+                out, data, self._more = self._step(data)
+            except (OSError, EOFError, ValueError, zlib.error,
+                    lzma.LZMAError) as exc:
+                raise base.ContainerError(
+                    'compression', 'the %s data is corrupt (member at '
+                    'offset %d): %s' % (self.name, self._member_offset,
+                                        exc)) from None
+            self.offset += before - len(data)
+            if self._obj.eof:
+                # What follows the member, from this call's input and
+                # (bz2, lzma) input buffered by earlier calls.
+                self.members += 1
+                data = self._obj.unused_data
+                self.offset -= len(data)
+                self._obj, self._more = None, False
+            if out:
+                yield out
+
+    def _between(self, data):
+        """Skip zero padding between members; return the data from the
+        next member's magic on.  Anything else sets :attr:`trailing` and
+        ends the decoding: what follows is not read."""
+        data = self._gap + data
+        self._gap = b''
+        stripped = data.lstrip(b'\0')
+        self.offset += len(data) - len(stripped)
+        if not stripped:
+            return b''
+        size = len(self.magic)
+        if len(stripped) < size and self.magic.startswith(stripped):
+            self._gap = stripped
+            return b''
+        if not stripped.startswith(self.magic):
+            self.trailing = self.offset
+            return b''
+        return stripped
+
+    def finish(self):
+        """The data has ended: raise ``truncated`` if a member was cut."""
+        if self.trailing is not None:
+            return
+        if self._obj is not None or self._gap:
+            raise base.ContainerError(
+                'truncated', 'the %s data ends at offset %d inside the '
+                'member that starts at offset %d'
+                % (self.name, self.offset, self._member_offset))
+        if not self.members:
+            raise base.ContainerError(
+                'truncated', 'the %s data ends at offset %d before its '
+                'first member' % (self.name, self.offset))
+
+
+class GzipDecoder(Decoder):
+    name = 'gzip'
+    magic = b'\x1f\x8b\x08'
+
+    def _new(self):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)   # gzip wrapper
+
+    def _step(self, data):
+        out = self._obj.decompress(data, PIECE)
+        if self._obj.eof:       # the rest is in unused_data
+            return out, b'', False
+        return out, self._obj.unconsumed_tail, len(out) == PIECE
+
+
+class _BufferingDecoder(Decoder):
+    """bz2 and lzma keep unconsumed input inside the decompressor."""
+
+    def _step(self, data):
+        out = self._obj.decompress(data, PIECE)
+        return out, b'', not self._obj.eof and not self._obj.needs_input
+
+
+class Bzip2Decoder(_BufferingDecoder):
+    name = 'bzip2'
+    magic = b'BZh'
+
+    def _new(self):
+        return bz2.BZ2Decompressor()
+
+
+class XzDecoder(_BufferingDecoder):
+    name = 'xz'
+    magic = b'\xfd7zXZ\x00'
+
+    def _new(self):
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
