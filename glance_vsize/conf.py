@@ -33,7 +33,10 @@ cluster_size, version, table_bounds, create_type, extent_file, parent,
 footer, footer_mismatch, checksum, truncated, stream_order,
 region_bounds, multiple_formats, unsupported_format, format_mismatch
 (which refuse_format_mismatch also controls), and the format-specific
-structural checks the engine names in its refusals.
+structural checks the engine names in its refusals. Containers (ova,
+compressed) add: tar_header, unsafe_member, duplicate_member, ova_members,
+ova_descriptor, ova_reference, ova_disk, trailing_data, compression,
+expanded_size and compression_ratio.
 
 Loosening a check lets images that qemu would read differently, or that
 make qemu open other files on the compute host, reach Nova and Cinder.
@@ -76,6 +79,38 @@ Detected formats that may be uploaded at all. Content of any other format
 (e.g. qed, luks) is refused with the unsupported_format check, even when
 its disk_format claims something else. Raw content is always allowed.
 """),
+    cfg.IntOpt('max_expanded_size', min=0,
+               default=inspection.DEFAULT_MAX_EXPANDED_SIZE, help="""
+The most bytes the image inside a compressed container (container_format
+compressed, or an OVA member with ovf:compression="gzip") may expand to,
+in bytes; 0 for no limit. A stream that expands further is refused with
+the expanded_size check as soon as it does, and is not decompressed any
+further. The default, 1 TiB, is Glance's default image_size_cap: an image
+too large to be uploaded as it is should not arrive compressed. Inspecting
+a compressed image means decompressing all of it (about 1 GiB/s of CPU),
+so this also bounds the work one upload can cause.
+"""),
+    cfg.IntOpt('max_compression_ratio', min=0,
+               default=inspection.DEFAULT_MAX_COMPRESSION_RATIO, help="""
+The largest ratio of expanded bytes to compressed bytes read so far, once
+more than compression_ratio_exempt_size bytes were expanded; 0 for no
+limit. A stream beyond it is refused with the compression_ratio check
+(a decompression bomb) and not decompressed further, so the work an upload
+causes stays proportional to the bytes it sends. Operating system images
+compress 2:1 to 10:1 and mostly empty raw disks a few hundred to one;
+deflate (gzip) cannot exceed 1032:1. Raise it for images that are huge and
+nearly empty (a 100 GiB raw disk with a fresh file system compressed with
+xz or zstd exceeds 1000:1); better, upload those as qcow2.
+"""),
+    cfg.IntOpt('compression_ratio_exempt_size', min=0,
+               default=inspection.DEFAULT_RATIO_EXEMPT_SIZE, help="""
+Expanded bytes that are never refused for their compression ratio (4 GiB
+by default). Sparse images compress enormously but cost little to
+inspect: a fresh 3 TiB qcow2 is 240 KiB of mostly zeros that gzip, bzip2,
+xz and zstd compress 500:1 to 1100:1, and an empty raw disk compresses
+1000:1 (gzip) to millions to one (bzip2). max_compression_ratio applies
+only beyond this size.
+"""),
 ]
 
 
@@ -93,7 +128,10 @@ def policy(conf=cfg.CONF):
         refuse_mismatch=group.refuse_format_mismatch,
         vmdk_create_types=frozenset(group.vmdk_create_types),
         vhd_size_rule=group.vhd_size_rule,
-        allowed_formats=frozenset(group.allowed_formats))
+        allowed_formats=frozenset(group.allowed_formats),
+        max_expanded_size=group.max_expanded_size,
+        max_compression_ratio=group.max_compression_ratio,
+        ratio_exempt_size=group.compression_ratio_exempt_size)
 
 
 def list_opts():
