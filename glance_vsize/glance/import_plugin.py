@@ -25,7 +25,10 @@ already has.  The task inspects the staged file in seekable mode, sets
 ``virtual_size`` through the import action wrapper, and fails the import on
 an unsafe or mismatched image.  Its revert puts the image back to
 ``queued``, marks the stores failed and removes the staged file, so that
-nothing is left behind and the image does not stay ``importing``.
+nothing is left behind and the image does not stay ``importing``.  When a
+later task (the store upload) fails a glance-direct import, Glance's own
+reverts leave the image ``importing`` with its staged data, stuck; the
+revert then requeues the image and removes the staged file as well.
 
 Glance's own store upload then inspects the data again with oslo.utils and
 overwrites ``virtual_size`` whenever it computes a non-zero value, wrong
@@ -90,30 +93,60 @@ class _InspectStagedImage(task.Task):
             action.set_image_attribute(virtual_size=result.virtual_size)
         guard.expect(self.image_id, result.virtual_size)
 
-    def revert(self, result, **kwargs):
+    def revert(self, result, file_path=None, **kwargs):
+        # file_path is named: taskflow hands revert only the arguments its
+        # signature names (not **kwargs), so without it the staged file
+        # was never removed.
         guard.forget(self.image_id)
-        if not isinstance(result, failure.Failure):
-            # A later task failed; Glance's own tasks restore the image.
-            return
         if self.import_method in _DOWNLOADING_METHODS:
             # The download task before us reverts after us: it requeues
             # the image, fails the stores and deletes what it downloaded
             # (requeueing twice would fail the revert).
+            return
+        if not isinstance(result, failure.Failure):
+            self._after_later_failure(file_path)
             return
         with self.action_wrapper as action:
             action.set_image_attribute(status='queued')
             if self.stores:
                 action.remove_importing_stores(self.stores)
                 action.add_failed_stores(self.stores)
-        file_path = kwargs.get('file_path')
-        if file_path:
-            try:
-                os.unlink(_local_path(file_path))
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                LOG.error('Could not remove staged data of image %s: %s',
-                          self.image_id, exc)
+        self._unstage(file_path)
+
+    def _after_later_failure(self, file_path):
+        """A task after ours failed, typically the store upload (a full or
+        failing store).  Glance 33's own reverts then leave a glance-direct
+        image ``importing`` with its staged data, which no API call can
+        import again nor stage anew: put it back to ``queued`` and remove
+        the staged data, as for our own refusal, so that it can be
+        uploaded again.  Nothing is done when Glance restored the image
+        itself (when not every store had to succeed) or when another task
+        holds the image's import lock."""
+        try:
+            with self.action_wrapper as action:
+                if action.image_status != 'importing':
+                    return
+                action.set_image_attribute(status='queued')
+                if self.stores:
+                    action.remove_importing_stores(self.stores)
+        except Exception as exc:
+            LOG.warning('Image %s: import failed after glance_vsize '
+                        'inspected it; not requeued: %s', self.image_id, exc)
+            return
+        LOG.info('Image %s: import failed after glance_vsize inspected it; '
+                 'image requeued, staged data removed', self.image_id)
+        self._unstage(file_path)
+
+    def _unstage(self, file_path):
+        if not file_path:
+            return
+        try:
+            os.unlink(_local_path(file_path))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            LOG.error('Could not remove staged data of image %s: %s',
+                      self.image_id, exc)
 
 
 #: Import methods whose internal download task restores the image itself.
