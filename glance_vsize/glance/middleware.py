@@ -35,6 +35,7 @@ import re
 from oslo_config import cfg
 import webob
 import webob.exc
+import webob.request
 
 import glance_vsize
 from glance_vsize import conf as vsize_conf
@@ -47,6 +48,30 @@ _DATA_PATH = re.compile(
     r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/(file|stage)/?$')
 _IMPORT_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/import/?$')
 _DRAIN_CHUNK = 1 << 20
+
+
+class _KnownLengthBody:
+    """The request body as the engine pulls it, when its length is known.
+
+    A body that ends before its Content-Length is a client that
+    disconnected: this raises it as webob's ``DisconnectionError`` (what
+    Glance gets from webob's own reader without glance_vsize) instead of
+    handing the engine an early end, which would judge the cut image and
+    could refuse it ("truncated", bad checksums) for what the network did.
+    """
+
+    def __init__(self, source, length):
+        self.source = source
+        self.left = length
+
+    def read(self, size=-1):
+        chunk = self.source.read(size)
+        if not chunk and self.left > 0 and size != 0:
+            raise webob.request.DisconnectionError(
+                'The client disconnected while sending the body (%d more '
+                'bytes were expected)' % self.left)
+        self.left -= len(chunk)
+        return chunk
 
 
 class _RefusingReader:
@@ -132,9 +157,11 @@ class VirtualSizeMiddleware:
 
         raw_input = environ['wsgi.input']
         length = request.content_length
+        source = raw_input if length is None else _KnownLengthBody(
+            raw_input, length)
         reader = _RefusingReader(
             glance_vsize.InspectingReader(
-                raw_input, image.disk_format, vsize_conf.policy(self.conf),
+                source, image.disk_format, vsize_conf.policy(self.conf),
                 fail_fast=True, expected_size=length),
             image_id, image.disk_format)
         environ['wsgi.input'] = reader
