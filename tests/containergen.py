@@ -22,6 +22,7 @@ import subprocess
 import zlib
 
 TOOLS = ('gzip', 'bzip2', 'xz', 'zstd')
+EXTENSIONS = {'gzip': 'gz', 'bzip2': 'bz2', 'xz': 'xz', 'zstd': 'zst'}
 
 VMDK_STREAM = ('http://www.vmware.com/interfaces/specifications/'
                'vmdk.html#streamOptimized')
@@ -129,8 +130,7 @@ def ova(path, directory, disks, fmt='ustar', descriptor_text=None,
 
 def compress(src, tool, dst=None, args=()):
     """``TOOL -c [ARGS] SRC > DST`` with the real command-line tool."""
-    dst = dst or '%s.%s' % (src, {'gzip': 'gz', 'bzip2': 'bz2'}.get(
-        tool, tool))
+    dst = dst or '%s.%s' % (src, EXTENSIONS[tool])
     with open(dst, 'wb') as out:
         subprocess.run([tool, '-c'] + list(args) + [str(src)], stdout=out,
                        check=True)

@@ -30,6 +30,15 @@ later task (the store upload) fails a glance-direct import, Glance's own
 reverts leave the image ``importing`` with its staged data, stuck; the
 revert then requeues the image and removes the staged file as well.
 
+Images whose container_format is ``ova`` or ``compressed`` are inspected
+inside (streaming through the staged file).  Glance's ``image_decompression``
+plugin replaces staged gzip, zip and LHA data (in any container but
+``compressed``) by what it extracts, and sets nothing but ``size``: list it
+before ``glance_vsize``, which then inspects the extracted image.  Listed
+after, this task inspects gzip data in a bare container through gzip (what
+the plugin will store) and refuses zip and LHA archives, whose content it
+cannot see before the plugin runs.
+
 Glance's own store upload then inspects the data again with oslo.utils and
 overwrites ``virtual_size`` whenever it computes a non-zero value, wrong
 ones included (VHD, hybrid ISO).  The value is kept ours by
@@ -75,13 +84,16 @@ class _InspectStagedImage(task.Task):
         with self.action_wrapper as action:
             disk_format = action.image_disk_format
             container_format = action.image_container_format
-        if container_format not in common.BARE_CONTAINERS:
+        if container_format not in common.INSPECTED_CONTAINERS:
             LOG.debug('Image %s: container_format %s is not inspected',
                       self.image_id, container_format)
             return
-        result = glance_vsize.inspect_file(_local_path(file_path),
-                                           disk_format,
-                                           vsize_conf.policy(self.conf))
+        path = _local_path(file_path)
+        if common.decompressed_later(self.conf, after=PLUGIN_NAME):
+            container_format = self._as_decompressed(path, container_format)
+        result = glance_vsize.inspect_file(path, disk_format,
+                                           vsize_conf.policy(self.conf),
+                                           container_format=container_format)
         result.details.setdefault('declared', disk_format)
         if not result.safe:
             message = common.refusal_message(self.image_id, result)
@@ -92,6 +104,21 @@ class _InspectStagedImage(task.Task):
         with self.action_wrapper as action:
             action.set_image_attribute(virtual_size=result.virtual_size)
         guard.expect(self.image_id, result.virtual_size)
+
+    def _as_decompressed(self, path, container_format):
+        """image_decompression runs after this task (it is listed after
+        glance_vsize): inspect what it will leave staged."""
+        with open(path, 'rb') as f:
+            head = f.read(common.HEAD_SIZE)
+        staged = common.staged_container(container_format, head)
+        if staged is None:
+            message = ('Image %s refused by glance_vsize: image_decompression '
+                       'will extract an archive after glance_vsize inspects '
+                       'the image; list image_decompression before '
+                       'glance_vsize in image_import_plugins' % self.image_id)
+            LOG.warning('%s', message)
+            raise exception.UploadException(message)
+        return staged
 
     def revert(self, result, file_path=None, **kwargs):
         # file_path is named: taskflow hands revert only the arguments its
@@ -148,6 +175,9 @@ class _InspectStagedImage(task.Task):
             LOG.error('Could not remove staged data of image %s: %s',
                       self.image_id, exc)
 
+
+#: This plugin's name in image_import_plugins (its entry point).
+PLUGIN_NAME = 'glance_vsize'
 
 #: Import methods whose internal download task restores the image itself.
 _DOWNLOADING_METHODS = ('web-download', 'glance-download')

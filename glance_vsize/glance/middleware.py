@@ -27,6 +27,14 @@ error: Glance's upload and stage handlers then put the image back to
 ``queued``, and the store deletes the partial file it was writing.  The
 rest of the request body is read and discarded (never stored), so that the
 client receives the error instead of a broken pipe.
+
+Images whose container_format is ``ova`` or ``compressed`` are inspected
+inside (:mod:`glance_vsize.containers`); Glance inspects only bare ones,
+so the virtual_size set here is the only one they get.  When Glance's
+``image_decompression`` import plugin is enabled, a ``.../stage`` body is
+inspected as what that plugin will leave staged: gzip data in a bare
+container through gzip, zip and LHA archives not at all (the import
+plugin inspects what they extract).
 """
 
 import logging
@@ -72,6 +80,32 @@ class _KnownLengthBody:
                 'bytes were expected)' % self.left)
         self.left -= len(chunk)
         return chunk
+
+
+class _Peeked:
+    """A request body whose first bytes were read to look at them
+    (:attr:`head`), read again from the start."""
+
+    def __init__(self, source, length):
+        self.source = source
+        want = common.HEAD_SIZE if length is None else min(
+            common.HEAD_SIZE, length)
+        head = b''
+        while len(head) < want:
+            chunk = source.read(want - len(head))
+            if not chunk:
+                break
+            head += chunk
+        self.head = self._left = head
+
+    def read(self, size=-1):
+        if not self._left:
+            return self.source.read(size)
+        if size is None or size < 0:
+            data, self._left = self._left + self.source.read(), b''
+        else:
+            data, self._left = self._left[:size], self._left[size:]
+        return data
 
 
 class _RefusingReader:
@@ -157,12 +191,23 @@ class VirtualSizeMiddleware:
 
         raw_input = environ['wsgi.input']
         length = request.content_length
+        container = image.container_format
+        if action == 'stage' and common.decompressed_later(self.conf):
+            raw_input = environ['wsgi.input'] = _Peeked(raw_input, length)
+            container = common.staged_container(container, raw_input.head)
+            if container is None:
+                LOG.info('Image %s: the staged data is an archive that '
+                         'image_decompression extracts at import; '
+                         'glance_vsize inspects what it extracts then',
+                         image_id)
+                return self.app(environ, start_response)
         source = raw_input if length is None else _KnownLengthBody(
             raw_input, length)
         reader = _RefusingReader(
             glance_vsize.InspectingReader(
                 source, image.disk_format, vsize_conf.policy(self.conf),
-                fail_fast=True, expected_size=length),
+                fail_fast=True, expected_size=length,
+                container_format=container),
             image_id, image.disk_format)
         environ['wsgi.input'] = reader
         response = request.get_response(self.app)
