@@ -156,11 +156,14 @@ class StreamInspector:
                 if want >= end:
                     continue
                 stop = min(end, offset + length)
-                buf += chunk[want - start:stop - start]
+                # No temporary slice; the region's buffer is freed before
+                # the probe runs, so one copy of it is held while it does.
+                buf += memoryview(chunk)[want - start:stop - start]
                 if len(buf) == length:
                     self._pending.remove(entry)
-                    self._dispatch(probe, engine.step(probe, bytes(buf)),
-                                   start)
+                    data = bytes(buf)
+                    del buf[:]
+                    self._dispatch(probe, engine.step(probe, data), start)
                     progress = delivered = True
         self._wanted = min((offset + len(buf)
                             for _, offset, _, buf in self._pending),
