@@ -66,21 +66,24 @@ def chunked(path, size):
             yield data
 
 
-def stream(path, disk_format=None, chunk_size=65536, policy=None):
+def stream(path, disk_format=None, chunk_size=65536, policy=None,
+           container_format=None):
     """Inspect ``path`` in streaming mode; check the bytes pass unchanged."""
-    reader = glance_vsize.InspectingReader(chunked(path, chunk_size),
-                                           disk_format, policy)
+    reader = glance_vsize.InspectingReader(
+        chunked(path, chunk_size), disk_format, policy,
+        container_format=container_format)
     passed = sum(len(chunk) for chunk in reader)
     assert passed == os.path.getsize(path)
     return reader.result
 
 
-def all_modes(path, disk_format=None, policy=None):
+def all_modes(path, disk_format=None, policy=None, container_format=None):
     """Yield ``(mode, Inspection)``: seekable, then every chunk size."""
-    yield 'seekable', glance_vsize.inspect_file(str(path), disk_format,
-                                                policy)
+    yield 'seekable', glance_vsize.inspect_file(
+        str(path), disk_format, policy, container_format=container_format)
     for size in CHUNK_SIZES:
-        yield 'stream/%d' % size, stream(path, disk_format, size, policy)
+        yield 'stream/%d' % size, stream(path, disk_format, size, policy,
+                                         container_format)
 
 
 def assert_like_qemu(path, disk_format, variant=None, policy=None):

@@ -13,30 +13,12 @@
 
 """Containers in both modes: what the container tests share."""
 
-import os
-
-import glance_vsize
 from tests import helpers
 
 
-def stream(path, container_format, disk_format=None, chunk_size=65536,
-           policy=None):
-    """Inspect ``path`` in streaming mode; the bytes pass unchanged."""
-    reader = glance_vsize.InspectingReader(
-        helpers.chunked(path, chunk_size), disk_format, policy,
-        container_format=container_format)
-    passed = sum(len(chunk) for chunk in reader)
-    assert passed == os.path.getsize(path)
-    return reader.result
-
-
 def all_modes(path, container_format, disk_format=None, policy=None):
-    """Yield ``(mode, Inspection)``: the file, then every chunk size."""
-    yield 'file', glance_vsize.inspect_file(
-        str(path), disk_format, policy, container_format=container_format)
-    for size in helpers.CHUNK_SIZES:
-        yield 'stream/%d' % size, stream(path, container_format, disk_format,
-                                         size, policy)
+    """Yield ``(mode, Inspection)``: seekable, then every chunk size."""
+    return helpers.all_modes(path, disk_format, policy, container_format)
 
 
 def assert_inner(path, container_format, inner_path, disk_format,
