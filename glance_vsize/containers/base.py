@@ -77,9 +77,9 @@ class ContainerInspector:
     def stop(self):
         """Read no further: count the remaining bytes only."""
         self._stopped = True
-        self.check_early()
+        self._check_early()
 
-    def check_early(self):
+    def _check_early(self):
         """Make the refusal known once the verdict has a failure."""
         if self._refusal is None:
             verdict = self._verdict(final=False)
@@ -91,12 +91,11 @@ class ContainerInspector:
         size = len(chunk)
         if not size:
             return
-        offset = self.position
         self.position += size
         if self._stopped:
             return
         try:
-            self._feed(chunk, offset)
+            self._feed(chunk)
         except ContainerError as exc:
             # The structure cannot be followed any further, whether or not
             # the policy makes the check fatal.
@@ -115,7 +114,7 @@ class ContainerInspector:
 
     # Subclass interface --------------------------------------------------
 
-    def _feed(self, chunk, offset):
+    def _feed(self, chunk):
         raise NotImplementedError()
 
     def _finish(self):

@@ -87,7 +87,7 @@ class CompressedInspector(base.ContainerInspector):
     def expanded(self):
         return self.inner.position
 
-    def _feed(self, chunk, offset):
+    def _feed(self, chunk):
         if self.decoder is None:
             need = MAGIC_SIZE - len(self._head)
             self._head += bytes(chunk[:need])

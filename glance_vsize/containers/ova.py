@@ -102,7 +102,7 @@ class OvaInspector(base.ContainerInspector):
         self.descriptor = None
         self.descriptor_name = None
 
-    def _feed(self, chunk, offset):
+    def _feed(self, chunk):
         self.tar.feed(chunk)
 
     def _finish(self):
