@@ -27,10 +27,12 @@ Where qemu looks for the footer (and so which kind of image it sees):
   from offset 0, so a partition table or ISO inside it is expected.
 
 qemu refuses a footer whose checksum is wrong, a disk over 2040 GiB
-(``VHD_MAX_SECTORS``), and a dynamic header with an invalid Block Size or
-a Max Table Entries that does not cover the disk.  It ignores the dynamic
-header's checksum, and reads a differencing disk (Disk Type 4) as a
-dynamic disk without its parent; we refuse that (check ``parent``).
+(``VHD_MAX_SECTORS``), a dynamic header with an invalid Block Size or
+a Max Table Entries that does not cover the disk, and a dynamic disk whose
+BAT maps a block that ends after the end of the file (a truncated image).
+It ignores the dynamic header's checksum, and reads a differencing disk
+(Disk Type 4) as a dynamic disk without its parent; we refuse that
+(check ``parent``).
 
 The virtual size depends on the creator application
 (:attr:`~glance_vsize.inspection.Policy.vhd_size_rule`):
@@ -49,9 +51,11 @@ The virtual size depends on the creator application
     still means Current Size.
 """
 
+import array
 import collections
 import logging
 import struct
+import sys
 
 from glance_vsize.formats import base
 
@@ -105,6 +109,14 @@ MAX_TABLE_ENTRIES = 0x7fffffff // 4
 
 #: Footer copy at 0 plus the dynamic header where qemu-img puts it.
 HEAD_LENGTH = FOOTER_SIZE + DYNAMIC_HEADER_SIZE
+#: The largest BAT read (4 Mi entries: a 2040 GiB disk of 512 KiB blocks,
+#: Virtual PC's size).  qemu reads BATs of up to 2 GiB; larger ones are
+#: refused here (``table_size``) so that the work stays bounded.
+MAX_BAT_BYTES = 16 << 20
+#: A BAT entry for an unallocated block.
+BAT_UNUSED = 0xffffffff
+#: The array type code of unsigned 32-bit integers.
+_UINT32 = next(code for code in 'IL' if array.array(code).itemsize == 4)
 
 
 def footer_checksum(footer):
@@ -267,16 +279,57 @@ class VhdInspector(base.FormatInspector):
                 'table_bounds', 'the block allocation table of %d bytes at '
                 'offset %d (from the header at %d) is beyond any file'
                 % (table_size, table_offset, data_offset))
-        # qemu reads the whole BAT (up to 4 MiB for a 2040 GiB disk) and
-        # refuses the image when a block it maps, or the BAT itself, ends
-        # after the end of the file (free_data_block_offset).  We do not
-        # read the BAT: only its own end is checked here, so an image
-        # whose BAT maps blocks beyond its end is accepted although qemu
-        # refuses it.  Such blocks cannot change the virtual size.
+        if table_size > MAX_BAT_BYTES:
+            raise base.FormatError(
+                'table_size', 'the block allocation table of %d bytes (from '
+                'the header at %d) is larger than the %d bytes inspected'
+                % (table_size, data_offset, MAX_BAT_BYTES))
+        # vpc_open() reads the whole BAT and refuses the image when the
+        # BAT, or a block it maps (its sector bitmap and data), ends after
+        # the end of the file, rounded up to a sector
+        # (free_data_block_offset: "The image has been truncated").
         table_end = base.round_up(table_offset + table_size)
+        last = yield from _last_block(head, table_offset, max_entries)
         length = yield base.LENGTH
         if table_end > base.round_up(length):
             raise base.FormatError(
                 'table_bounds', 'the block allocation table (%d entries at '
                 'offset %d) ends at offset %d, after the end of the image '
                 '(%d bytes)' % (max_entries, table_offset, table_end, length))
+        if last is not None:
+            bitmap_size = base.round_up(block_size // (8 * base.SECTOR))
+            block_end = last * base.SECTOR + bitmap_size + block_size
+            if block_end > base.round_up(length):
+                raise base.FormatError(
+                    'table_bounds', 'the block allocation table at offset %d '
+                    'maps a block at sector %d that ends at offset %d, after '
+                    'the end of the image (%d bytes): the image was '
+                    'truncated' % (table_offset, last, block_end, length))
+
+
+def _last_block(head, offset, entries):
+    """Generator: the largest entry of the BAT of ``entries`` entries at
+    ``offset`` that maps a block (the sector of the block that ends last),
+    or None.  Read in regions of at most ``MAX_REGION`` bytes; the bytes
+    of ``head`` are taken from it.  Reading stops at the end of the image:
+    the BAT then ends after it, which is refused anyway."""
+    last = None
+    size = entries * 4
+    done = 0
+    while done < size:
+        start = offset + done
+        want = min(base.MAX_REGION, size - done)
+        data = head[start:start + want]
+        if len(head) == HEAD_LENGTH and start + want > HEAD_LENGTH:
+            begin = max(start, HEAD_LENGTH)
+            data += yield base.Read(begin, start + want - begin)
+        table = array.array(_UINT32, data[:len(data) // 4 * 4])
+        if sys.byteorder == 'little':
+            table.byteswap()
+        used = max(filter(BAT_UNUSED.__ne__, table), default=None)
+        if used is not None and (last is None or used > last):
+            last = used
+        if len(data) < want:
+            break
+        done += want
+    return last
