@@ -34,15 +34,26 @@ We check what qemu checks when it opens an image:
   once, no unknown required item, the five required items, no parent
   (qemu does not open differencing disks), Block Size a power of two from
   1 MiB to 256 MiB, Logical Sector Size 512 (the only one qemu supports),
-  a BAT region large enough for the disk's blocks.
+  a BAT region large enough for the disk's blocks;
+* the BAT (``vhdx_check_bat_entries()``): every fully present block ends
+  within the file (the last one may be partial) and overlaps no region.
+  qemu-img puts the BAT before the metadata that gives the block size, so
+  the BAT is summarised as it passes (the two largest block offsets, and
+  the largest offset below each region's end) and checked afterwards.
+  Every entry of the BAT region read is checked, also those past the
+  disk's last block, which qemu skips (they are zero in the images qemu
+  and Hyper-V write); BATs of more than ``MAX_BAT_BYTES`` are refused.
 
 Like qemu, we read zeros past the end of the file.  The virtual size is
 Virtual Disk Size truncated to a 512-byte sector.
 """
 
+import array
+import bisect
 import collections
 import logging
 import struct
+import sys
 import uuid
 
 from glance_vsize.formats import base
@@ -126,7 +137,24 @@ MAX_SECTORS_PER_BLOCK = 1 << 23
 MAX_VIRTUAL_DISK_SIZE = 64 << 40
 #: qemu's block layer refuses reads that end beyond this.
 BDRV_MAX_LENGTH = ((1 << 63) - 1) // (1 << 30) * (1 << 30)
+#: ... and reads longer than this (the BAT region is read in one).
+BDRV_REQUEST_MAX_BYTES = 0x7ffffe00
 UINT32, UINT64 = (1 << 32) - 1, (1 << 64) - 1
+INT64_MAX = (1 << 63) - 1
+
+#: 2.5 BAT entries: State (bits 0-2), FileOffsetMB (bits 20-63).
+BAT_STATE_MASK = 0x7
+PAYLOAD_BLOCK_FULLY_PRESENT = 6
+BAT_FILE_OFFSET_MASK = 0xfffffffffff00000
+#: The most BAT bytes examined: 8 Mi entries, 64 TiB in blocks of 8 MiB
+#: or 8 TiB in blocks of 1 MiB; also the BAT qemu-img makes for a disk of
+#: 0 bytes (its uint32 arithmetic wraps).  Larger BATs are refused
+#: (``table_size``).
+MAX_BAT_BYTES = 64 * MiB
+#: bytes.translate() table: 1 for a BAT state byte of a present block.
+_PRESENT = bytes(int(b & BAT_STATE_MASK == PAYLOAD_BLOCK_FULLY_PRESENT)
+                 for b in range(256))
+_UINT64_CODE = next(c for c in 'LQ' if array.array(c).itemsize == 8)
 
 
 def checksum_ok(block):
@@ -147,6 +175,8 @@ class _Reader:
     def __init__(self, position):
         self.position = position
         self.cache = []
+        #: Where the image ends, once a read came back short.
+        self.image_end = None
 
     def read(self, offset, length, what, cache=True):
         if offset + length > BDRV_MAX_LENGTH:
@@ -163,7 +193,10 @@ class _Reader:
             data += part
             offset, length = offset + len(part), length - len(part)
         if length:
-            more = (yield base.Read(offset, length)).ljust(length, b'\0')
+            more = yield base.Read(offset, length)
+            if len(more) < length:
+                self.image_end = offset + len(more)
+                more = more.ljust(length, b'\0')
             if cache:
                 self.cache.append((offset, more))
             self.position = offset + length
@@ -193,15 +226,38 @@ class VhdxInspector(base.FormatInspector):
             'the header section')
         header = self._header(block, start)
         scan = self._log(header)
+        regions = [(header.log_offset, header.log_length, 'the log')]
         bat, metadata = self._region_table(
-            block[REGION_TABLE_OFFSET - start:],
-            [(header.log_offset, header.log_length, 'the log')])
-        if scan and header.log_offset <= metadata[0]:
-            yield from self._scan_log(reader, header)
-            scan = False
-        yield from self._metadata(probe, reader, bat, metadata)
-        if scan:
-            yield from self._scan_log(reader, header)
+            block[REGION_TABLE_OFFSET - start:], regions)
+        if bat[0] + bat[1] > BDRV_MAX_LENGTH or \
+                bat[1] > BDRV_REQUEST_MAX_BYTES:
+            raise _error('table_bounds', 'the BAT region of %d bytes at '
+                         'offset %d is beyond what qemu reads', bat[1],
+                         bat[0])
+        # In file order: the log, the metadata and the BAT.
+        steps = sorted([(metadata[0], 1), (bat[0], 2)] +
+                       ([(header.log_offset, 0)] if scan else []))
+        table = _BatTable(regions)
+        disk = None         # (block size, size, BAT entries)
+        for _offset, step in steps:
+            if step == 0:
+                yield from self._scan_log(reader, header)
+            elif step == 1:
+                disk = yield from self._metadata(probe, reader, bat,
+                                                 metadata)
+            else:
+                # Before the metadata, the number of entries qemu checks
+                # is not known yet: read the whole region.
+                count = disk[2] if disk else bat[1] // 8
+                yield from table.read(reader, bat[0],
+                                      min(count, MAX_BAT_BYTES // 8))
+        block_size, size, entries = disk
+        if entries > MAX_BAT_BYTES // 8:
+            raise _error('table_size', 'a BAT of %d entries (at offset %d) '
+                         'is more than the %d bytes inspected', entries,
+                         bat[0], MAX_BAT_BYTES)
+        length = yield base.LENGTH
+        table.check(block_size, base.round_down(size), base.round_up(length))
 
     def _header(self, block, start):
         """2.2.2: the current header, by ``vhdx_parse_header()``'s rules."""
@@ -386,8 +442,85 @@ class VhdxInspector(base.FormatInspector):
             raise _error('size_limit', 'Virtual Disk Size %d at offset %d is '
                          'over the 64 TiB limit of the specification', size,
                          at[VIRTUAL_DISK_SIZE])
-        # qemu then reads the whole BAT (up to 4 GiB) and refuses entries
-        # of fully present blocks that end after the end of the file or
-        # overlap a region.  We do not read the BAT, so we accept such an
-        # image although qemu refuses it; it cannot change the size.
         probe.virtual_size = base.round_down(size)
+        return block_size, size, entries
+
+
+class _BatTable:
+    """``vhdx_check_bat_entries()``, with the BAT read before or after the
+    metadata that gives its block size.
+
+    qemu refuses the image when a fully present block's offset overflows,
+    when the block starts or ends after the end of the file (the block at
+    index ``disk size // block size`` may be partial: older qemu wrote
+    such files), or when it overlaps a region (the log, the BAT, the
+    metadata, any region of the table).  So what is kept of the BAT is
+    enough for these checks whatever the block size: the two present
+    entries with the largest offsets, and for each region the largest
+    present offset below its end.
+    """
+
+    def __init__(self, regions):
+        #: (start, end as qemu computes it in uint64, what)
+        self.regions = [(start, (start + length) & UINT64, what)
+                        for start, length, what in regions]
+        self.ends = sorted({end for _, end, _ in self.regions})
+        self.top = []           # up to two (offset, index), largest first
+        self.below = {}         # region end -> largest offset below it
+
+    def read(self, reader, offset, count):
+        """Generator: read and summarise ``count`` entries at ``offset``;
+        entries past the end of the image read as zero (not present)."""
+        step = base.MAX_REGION // 8
+        for first in range(0, count, step):
+            at = offset + first * 8
+            if reader.image_end is not None and at >= reader.image_end:
+                return
+            chunk = yield from reader.read(at, min(step, count - first) * 8,
+                                           'the BAT', cache=False)
+            if 1 in chunk[0::8].translate(_PRESENT):
+                self._add(chunk, first)
+
+    def _add(self, chunk, first):
+        table = array.array(_UINT64_CODE, chunk)
+        if sys.byteorder != 'little':
+            table.byteswap()
+        offsets = [e & BAT_FILE_OFFSET_MASK
+                   if e & BAT_STATE_MASK == PAYLOAD_BLOCK_FULLY_PRESENT
+                   else -1 for e in table]
+        present = sorted(o for o in offsets if o >= 0)
+        top = [(present[-1], first + offsets.index(present[-1]))]
+        if len(present) > 1:
+            offsets[top[0][1] - first] = -1
+            second = max(offsets)
+            top.append((second, first + offsets.index(second)))
+        self.top = sorted(self.top + top, reverse=True)[:2]
+        for end in self.ends:
+            k = bisect.bisect_left(present, end)
+            if k and present[k - 1] > self.below.get(end, -1):
+                self.below[end] = present[k - 1]
+
+    def check(self, block_size, total, file_size):
+        """Raise what qemu would refuse; ``total`` is the disk size in
+        whole sectors, ``file_size`` the image length rounded up to a
+        sector (``bdrv_getlength()``)."""
+        partial_index = total // block_size
+        for offset, index in self.top:
+            length = block_size
+            if index == partial_index:
+                length = total - index * block_size
+            if offset > INT64_MAX - block_size or offset >= file_size or \
+                    offset + length > file_size:
+                raise _error('table_bounds', 'BAT entry %d maps a block of %d '
+                             'bytes at offset %d, after the end of the image '
+                             '(%d bytes): the image was truncated', index,
+                             length, offset, file_size)
+            if index != partial_index:
+                break       # every other block ends before this one
+        for start, end, what in self.regions:
+            below = self.below.get(end, -1)
+            if below >= 0 and below + block_size > start:
+                raise _error('region_overlap', 'the BAT maps a block of %d '
+                             'bytes at offset %d, which overlaps %s (%d bytes '
+                             'at offset %d)', block_size, below, what,
+                             (end - start) & UINT64, start)

@@ -23,7 +23,9 @@ import subprocess
 
 import pytest
 
+from glance_vsize.formats import crc32c
 from glance_vsize.formats import vhd
+from glance_vsize.formats import vhdx
 from tests import helpers
 
 MiB = 1 << 20
@@ -87,3 +89,102 @@ def test_vhd_bat_too_large_to_inspect(entries, tmp_path):
         f.seek(512 + 28)
         f.write(struct.pack('>I', vhd.MAX_BAT_BYTES // 4 + 1))
     helpers.assert_hostile(path, 'table_size', disk_format='vhd')
+
+
+# 2. vhdx, checks table_bounds and region_overlap: qemu's
+#    vhdx_check_bat_entries() was not ported; truncated VHDX images with
+#    data, and blocks overlapping metadata, were accepted.
+
+def _vhdx_with_partial_block(tmp_path):
+    """17 MiB in 8 MiB blocks; the last (1 MiB) block is written, at
+    8 MiB in the file."""
+    path = str(tmp_path / 'partial.vhdx')
+    helpers.create(path, 'vhdx', 17 * MiB)
+    subprocess.run(['qemu-io', '-f', 'vhdx', '-c',
+                    'write -P 0x5a %d 1M' % (16 * MiB), path], check=True,
+                   stdout=subprocess.DEVNULL)
+    return path
+
+
+def _region_table_fixed(path, changes):
+    """Apply ``changes`` ((offset, fmt, value)) and re-checksum the region
+    table."""
+    with open(path, 'r+b') as f:
+        for at, fmt, value in changes:
+            f.seek(at)
+            f.write(struct.pack(fmt, value))
+        at = vhdx.REGION_TABLE_OFFSET
+        f.seek(at)
+        table = f.read(vhdx.REGION_TABLE_SIZE)
+        f.seek(at + 4)
+        f.write(struct.pack('<I', crc32c.crc32c(
+            table[:4] + b'\0\0\0\0' + table[8:])))
+
+
+@pytest.mark.parametrize('length', (4 * MiB, 20000000, 24 * MiB - 4096))
+def test_vhdx_truncated_through_its_data(entries, tmp_path, length):
+    path = _copy(entries, 'data-vhdx-default.vhdx', tmp_path)
+    os.truncate(path, length)
+    _assert_refused_like_qemu(path, 'vhdx', 'table_bounds')
+
+
+@helpers.requires_qemu_img
+def test_vhdx_last_block_may_be_partial(tmp_path):
+    """The block of the disk's last MiB is allowed to end with the file;
+    one sector less and qemu refuses."""
+    path = _vhdx_with_partial_block(tmp_path)
+    os.truncate(path, 9 * MiB)
+    helpers.assert_like_qemu(path, 'vhdx')
+    os.truncate(path, 9 * MiB - 512)
+    _assert_refused_like_qemu(path, 'vhdx', 'table_bounds')
+
+
+@helpers.requires_qemu_img
+def test_vhdx_block_overlapping_the_metadata(tmp_path):
+    path = _vhdx_with_partial_block(tmp_path)
+    with open(path, 'r+b') as f:
+        f.seek(2 * MiB + 16)                # BAT entry 2
+        f.write(struct.pack('<Q', 3 * MiB | vhdx.PAYLOAD_BLOCK_FULLY_PRESENT))
+    _assert_refused_like_qemu(path, 'vhdx', 'region_overlap')
+
+
+@helpers.requires_qemu_img
+def test_vhdx_bat_after_the_metadata(tmp_path):
+    """Hyper-V's order (metadata, then BAT): the BAT is read once the
+    block size is known, still in one pass."""
+    path = _vhdx_with_partial_block(tmp_path)
+    with open(path, 'r+b') as f:
+        f.seek(2 * MiB)
+        bat = f.read(MiB)
+        f.seek(2 * MiB)
+        f.write(bytes(MiB))
+        f.seek(4 * MiB)
+        f.write(bat)
+    entry = vhdx.REGION_TABLE_OFFSET + 16
+    _region_table_fixed(path, [(entry + 16, '<Q', 4 * MiB)])
+    helpers.assert_like_qemu(path, 'vhdx')
+    os.truncate(path, 9 * MiB - 512)
+    _assert_refused_like_qemu(path, 'vhdx', 'table_bounds')
+
+
+@helpers.requires_qemu_img
+@pytest.mark.parametrize('length,opens', ((0xfff00000, False),
+                                          (0x7ff00000, True)))
+def test_vhdx_bat_region_qemu_cannot_read(tmp_path, length, opens):
+    """qemu reads the BAT region in one request: past 2 GiB it fails."""
+    path = _vhdx_with_partial_block(tmp_path)
+    entry = vhdx.REGION_TABLE_OFFSET + 16
+    _region_table_fixed(path, [(entry + 16, '<Q', 64 * MiB),
+                               (entry + 24, '<I', length)])
+    if opens:
+        helpers.assert_like_qemu(path, 'vhdx')
+    else:
+        _assert_refused_like_qemu(path, 'vhdx', 'table_bounds')
+
+
+@helpers.requires_qemu_img
+def test_vhdx_of_zero_bytes(tmp_path):
+    """qemu-img's uint32 arithmetic gives a 0-byte disk a 64 MiB BAT:
+    the largest BAT inspected."""
+    path = helpers.create(str(tmp_path / 'zero.vhdx'), 'vhdx', 0)
+    helpers.assert_like_qemu(path, 'vhdx')
