@@ -22,6 +22,7 @@ import logging
 import struct
 
 from glance_vsize.formats import base
+from glance_vsize.formats import luks
 
 LOG = logging.getLogger(__name__)
 
@@ -195,8 +196,11 @@ def check_encryption(probe, cursor, crypt_method, found):
     qemu 7.2's system emulators refuse AES-CBC images (``Use of AES-CBC
     encrypted qcow2 images is no longer supported``) although qemu-img
     still opens them; ``qemu-img info`` crashes on a LUKS image without
-    its encryption header pointer.  Of the LUKS header itself only the
-    magic and version are checked here, not its key slots and ciphers.
+    its encryption header pointer.  The LUKS header it points to gets the
+    checks qemu makes when it opens the image without the key
+    (``qcrypto_block_luks_check_header``, ciphers, key slots: those of
+    :mod:`glance_vsize.formats.luks`); a header cut short by the end of
+    the file reads as zeros, as in qemu, and fails them.
     """
     if crypt_method == CRYPT_NONE:
         return
@@ -214,9 +218,20 @@ def check_encryption(probe, cursor, crypt_method, found):
                    'encryption header pointer extension')
         return
     at, offset, length = found['crypto']
-    raw = yield from cursor.read(offset, len(LUKS_MAGIC) + 2)
+    raw = yield from cursor.read(offset, LUKS_HEADER_SIZE)
     if length < LUKS_HEADER_SIZE or raw is None or \
-            raw != LUKS_MAGIC + LUKS_VERSION:
+            raw[:len(LUKS_MAGIC) + 2] != LUKS_MAGIC + LUKS_VERSION:
         probe.fail('encryption', 'no LUKS version 1 header of %d bytes at '
                    'offset %d, where the extension at offset %d points'
                    % (length, offset, at))
+        return
+    header = base.Probe(luks.LuksInspector())
+    try:
+        luks.LuksInspector._check_luks1(header, raw)
+    except base.FormatError as exc:
+        header.fail(exc.check, exc.reason)
+    if header.failures:
+        probe.fail('encryption', 'the LUKS header at offset %d (offsets '
+                   'below are within it): %s' % (offset, '; '.join(
+                       '%s: %s' % item
+                       for item in sorted(header.failures.items()))))

@@ -188,3 +188,34 @@ def test_vhdx_of_zero_bytes(tmp_path):
     the largest BAT inspected."""
     path = helpers.create(str(tmp_path / 'zero.vhdx'), 'vhdx', 0)
     helpers.assert_like_qemu(path, 'vhdx')
+
+
+# 3. qcow2, check encryption: a LUKS-encrypted qcow2 cut inside its LUKS
+#    header.  Only the header's magic was checked; qemu checks its key
+#    slots ("Keyslot 6 is corrupted (stripes 0 != 4000)").
+
+def test_qcow2_luks_header_cut_short(entries, tmp_path):
+    path = _copy(entries, 'qcow2-luks.qcow2', tmp_path)
+    with open(path, 'rb') as f:
+        head = f.read(4096)
+    # The crypto header extension gives the LUKS header's offset.
+    offset = struct.unpack_from('>I', head, 100)[0]
+    while True:
+        kind, length = struct.unpack_from('>II', head, offset)
+        if kind == 0x0537be77:
+            luks_at = struct.unpack_from('>Q', head, offset + 8)[0]
+            break
+        offset += 8 + (length + 7) // 8 * 8
+    os.truncate(path, luks_at + 512)
+    _assert_refused_like_qemu(path, 'qcow2', 'encryption')
+
+
+def test_qcow2_luks_key_slot_damaged(entries, tmp_path):
+    path = _copy(entries, 'qcow2-luks.qcow2', tmp_path)
+    with open(path, 'rb') as f:
+        data = f.read()
+    luks_at = data.index(b'LUKS\xba\xbe')
+    with open(path, 'r+b') as f:
+        f.seek(luks_at + 208 + 44)          # key slot 0: stripes
+        f.write(struct.pack('>I', 3999))
+    _assert_refused_like_qemu(path, 'qcow2', 'encryption')
