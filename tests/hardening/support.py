@@ -14,14 +14,16 @@
 
 Three ways to run the engine on the same bytes:
 
-* :func:`seekable` and :func:`streamed`: the real drivers
-  (``inspect_fd`` on a memfd or a file, ``InspectingReader``), optionally
-  counting every byte asked of ``os.pread``;
+* :func:`seekable`, :func:`streamed` and :func:`stream_file`: the real
+  drivers (``inspect_fd`` on a memfd, ``StreamInspector`` and
+  ``InspectingReader``), the seekable one optionally counting every byte
+  asked of ``os.pread``;
 * :class:`CutInspector`: the engine's own probes and ``decide`` on the
   first ``cut`` bytes of a file, for thousands of cuts of one image.  It
   answers requests exactly as ``inspect_fd`` does (``pread`` clamped at the
   cut) and re-runs a probe only when one of the answers it got would
-  change, so a cut costs a few microseconds instead of a fresh inspection.
+  change: a cut then costs microseconds, not a fresh inspection (a
+  probe that asks for the image's length re-runs on every cut).
   Its verdicts are compared with ``inspect_fd``'s on a sample of cuts.
 
 :func:`qemu_size` is the oracle: what ``qemu-img info -f FMT`` says about
@@ -35,6 +37,7 @@ import re
 import subprocess
 import tempfile
 
+import glance_vsize
 from glance_vsize import engine
 from glance_vsize.formats import base
 from glance_vsize import inspection
@@ -198,7 +201,6 @@ def stream_file(path, cut, chunk, disk_format=None, policy=None):
                     return
                 left -= len(data)
                 yield data
-    import glance_vsize
     reader = glance_vsize.InspectingReader(source(), disk_format, policy)
     passed = sum(len(c) for c in reader)
     assert passed == cut
