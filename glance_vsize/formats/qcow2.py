@@ -19,12 +19,13 @@ the checks port the open-time validation of qemu 7.2's block/qcow2.c:
 :mod:`glance_vsize.formats.qcow2_extensions`.
 
 Only the header cluster is read (in windows of at most 64 KiB), plus the
-first bytes of the LUKS header of an encrypted image.  The L1, refcount
-and snapshot tables and the bitmap directory are never read: what the
-header says about them (offsets, entry counts, qemu's limits) is checked,
-their content is not.  A damaged snapshot table or bitmap directory can
-therefore still make qemu refuse an image found safe here; neither can
-make qemu read another file.
+LUKS header of an encrypted image and the entry headers of the snapshot
+table (``qcow2_read_snapshots``: the extra data of an entry and the
+table's size within qemu's limits).  The L1 and refcount tables and the
+bitmap directory are never read: what the header says about them
+(offsets, entry counts, qemu's limits) is checked, their content is not.
+A damaged bitmap directory can therefore still make qemu refuse an image
+found safe here; it cannot make qemu read another file.
 
 The virtual size is ``size`` rounded down to a multiple of 512: qemu keeps
 it in sectors (``bs->total_sectors = header.size / BDRV_SECTOR_SIZE``).
@@ -75,6 +76,14 @@ QCOW_MAX_L1_SIZE = 32 << 20
 QCOW_MAX_REFTABLE_SIZE = 8 << 20
 QCOW_MAX_SNAPSHOTS = 65536
 SNAPSHOT_HEADER_SIZE = 40
+#: A snapshot table entry's header (QCowSnapshotHeader): l1_table_offset,
+#: l1_size, id_str_size, name_size, date_sec, date_nsec, vm_clock_nsec,
+#: vm_state_size, extra_data_size; then the extra data, id and name.
+QCOW2_SNAPSHOT_HEADER = struct.Struct('>QIHHIIQII')
+QCOW_MAX_SNAPSHOT_EXTRA_DATA = 1024
+QCOW_MAX_SNAPSHOTS_SIZE = 1024 * QCOW_MAX_SNAPSHOTS
+#: Read ahead while walking the snapshot table.
+SNAPSHOT_READ_AHEAD = 16384
 L1E_SIZE = 8
 
 
@@ -155,7 +164,16 @@ class QcowInspector(base.FormatInspector):
         if backing_file_offset and backing_file_offset <= cluster_size:
             yield from _backing_file(probe, cursor, backing_file_offset,
                                      backing_file_size, cluster_size)
+        # The LUKS header and the snapshot table, in file order.
+        snapshots_first = 'crypto' in found and \
+            snapshots_offset < found['crypto'][1]
+        if snapshots_first:
+            yield from _snapshot_table(probe, cursor, snapshots_offset,
+                                       nb_snapshots)
         yield from ext.check_encryption(probe, cursor, crypt_method, found)
+        if not snapshots_first:
+            yield from _snapshot_table(probe, cursor, snapshots_offset,
+                                       nb_snapshots)
 
 
 def _check_header_length(probe, version, header_length, cluster_size):
@@ -290,3 +308,39 @@ def _backing_file(probe, cursor, offset, length, cluster_size):
     name = '?' if raw is None else base.cstring(raw)
     probe.fail('backing_file', 'backing file %r named at offset %d'
                % (name, offset))
+
+
+def _snapshot_table(probe, cursor, offset, count):
+    """Generator: ``qcow2_read_snapshots()``, which qemu runs when it opens
+    the image.  It refuses an entry with more than 1 KiB of extra data, and
+    a table longer than 64 MiB; the rest of the entries (ids, names, VM
+    state) are not looked at here.  Skipped for an image already refused.
+    """
+    if not count or probe.failures or count > QCOW_MAX_SNAPSHOTS:
+        return
+    start = offset
+    for index in range(count):
+        offset = base.round_up(offset, 8)
+        raw = yield from cursor.read(offset, QCOW2_SNAPSHOT_HEADER.size,
+                                     SNAPSHOT_READ_AHEAD)
+        if raw is None:
+            probe.fail('stream_order', 'snapshot table entry %d at offset '
+                       '%d lies before data already read' % (index, offset))
+            return
+        (_l1_offset, _l1_size, id_size, name_size, _sec, _nsec, _clock,
+         _vm_state, extra) = QCOW2_SNAPSHOT_HEADER.unpack(raw)
+        if extra > QCOW_MAX_SNAPSHOT_EXTRA_DATA:
+            probe.fail('table_bounds', 'snapshot table entry %d at offset %d '
+                       'has %d bytes of extra data; qemu takes at most %d'
+                       % (index, offset, extra,
+                          QCOW_MAX_SNAPSHOT_EXTRA_DATA))
+            return
+        offset += QCOW2_SNAPSHOT_HEADER.size + extra + id_size + name_size
+        if offset - start > QCOW_MAX_SNAPSHOTS_SIZE or \
+                offset > ext.BDRV_MAX_LENGTH:
+            probe.fail('table_bounds', 'the snapshot table of %d entries at '
+                       'offset %d is over qemu\'s limit of %d bytes (entry %d '
+                       'ends at offset %d)' % (count, start,
+                                               QCOW_MAX_SNAPSHOTS_SIZE,
+                                               index, offset))
+            return

@@ -219,3 +219,47 @@ def test_qcow2_luks_key_slot_damaged(entries, tmp_path):
         f.seek(luks_at + 208 + 44)          # key slot 0: stripes
         f.write(struct.pack('>I', 3999))
     _assert_refused_like_qemu(path, 'qcow2', 'encryption')
+
+
+# 4. qcow2, check table_bounds: qemu reads the snapshot table when it
+#    opens an image (qcow2_read_snapshots) and refuses an entry with more
+#    than 1 KiB of extra data; the table was not read, so a header whose
+#    nb_snapshots points at garbage was accepted.  Found by tools/fuzz
+#    --long (nb_snapshots 2969 in a version 2 image, table at offset 0).
+
+def _snapshot_image(tmp_path):
+    path = str(tmp_path / 'snap.qcow2')
+    helpers.create(path, 'qcow2', 1 << 30)
+    for name in ('first', 'second-snapshot'):
+        subprocess.run(['qemu-img', 'snapshot', '-c', name, path],
+                       check=True)
+    return path
+
+
+def test_qcow2_snapshot_count_pointing_at_the_header(entries, tmp_path):
+    path = _copy(entries, 'qcow2-v0.10-c64k-s1.qcow2', tmp_path)
+    with open(path, 'r+b') as f:
+        f.seek(60)
+        f.write(struct.pack('>I', 2969))
+    _assert_refused_like_qemu(path, 'qcow2', 'table_bounds')
+
+
+@helpers.requires_qemu_img
+def test_qcow2_with_snapshots(tmp_path):
+    helpers.assert_like_qemu(_snapshot_image(tmp_path), 'qcow2')
+
+
+@helpers.requires_qemu_img
+@pytest.mark.parametrize('extra,opens', ((1024, True), (1025, False)))
+def test_qcow2_snapshot_extra_data_limit(tmp_path, extra, opens):
+    path = _snapshot_image(tmp_path)
+    with open(path, 'rb') as f:
+        head = f.read(72)
+    table = struct.unpack_from('>Q', head, 64)[0]
+    with open(path, 'r+b') as f:
+        f.seek(table + 36)                  # entry 0: extra_data_size
+        f.write(struct.pack('>I', extra))
+    if opens:
+        helpers.assert_like_qemu(path, 'qcow2')
+    else:
+        _assert_refused_like_qemu(path, 'qcow2', 'table_bounds')
