@@ -80,15 +80,17 @@ class StreamInspector:
             self._fill(chunk, self.position, size)
         self.position += size
         # Keep references to the chunks that hold the last MAX_TAIL bytes
-        # (copies of mutable buffers, which the caller may reuse).
+        # (copies of mutable buffers, which the caller may reuse: only
+        # their last MAX_TAIL bytes, so count what is kept).
         if type(chunk) is not bytes:
             chunk = bytes(chunk[-base.MAX_TAIL:])
+        kept = len(chunk)
         tail = self._tail
-        if size >= base.MAX_TAIL:
+        if kept >= base.MAX_TAIL:
             tail.clear()
-            self._tail_len = size
+            self._tail_len = kept
         else:
-            self._tail_len += size
+            self._tail_len += kept
             while tail and self._tail_len - len(tail[0]) >= base.MAX_TAIL:
                 self._tail_len -= len(tail.popleft())
         tail.append(chunk)

@@ -263,3 +263,36 @@ def test_qcow2_snapshot_extra_data_limit(tmp_path, extra, opens):
         helpers.assert_like_qemu(path, 'qcow2')
     else:
         _assert_refused_like_qemu(path, 'qcow2', 'table_bounds')
+
+
+# 5. stream.py: a chunk that is not ``bytes`` (a memoryview, a bytearray
+#    the caller reuses) of 4 KiB or more was kept as a copy of its last
+#    4 KiB but counted whole, so the next small chunks pushed the copy out
+#    of the tail: the image's last bytes were lost and a fixed VHD's
+#    footer went unseen (verdict raw, where seekable mode said vhd).
+#    Found by test_fuzz (chunk sizes 1, 1, 1806, 65536).
+
+@pytest.mark.parametrize('sizes', ([65536, 1], [1, 1, 1806, 65536],
+                                   [4096, 7]))
+def test_stream_tail_after_large_buffer_chunks(entries, sizes):
+    import glance_vsize
+    from tests.hardening import support
+    entry = entries['vhd-fixed-forceoff-s0.vhd']
+    with open(entry['path'], 'rb') as f:
+        data = bytearray(f.read())
+    expected = glance_vsize.inspect_file(entry['path'])
+    assert (expected.format, expected.virtual_size) == (
+        'vhd', entry['virtual_size'])
+    result = support.streamed(data, sizes)
+    assert result.as_dict() == expected.as_dict()
+
+    def chunks():
+        view, pos, i = memoryview(data), 0, 0
+        while pos < len(data):
+            yield view[pos:pos + sizes[i % len(sizes)]]
+            pos += sizes[i % len(sizes)]
+            i += 1
+    reader = glance_vsize.InspectingReader(chunks(), 'vhd')
+    for _chunk in reader:
+        pass
+    assert reader.result.as_dict() == expected.as_dict()
