@@ -113,6 +113,9 @@ HEAD_LENGTH = FOOTER_SIZE + DYNAMIC_HEADER_SIZE
 #: Virtual PC's size).  qemu reads BATs of up to 2 GiB; larger ones are
 #: refused here (``table_size``) so that the work stays bounded.
 MAX_BAT_BYTES = 16 << 20
+#: The BAT is read in regions of this size (bounded memory in streaming).
+BAT_REGION = 256 << 10
+_UNUSED_REGION = b'\xff' * BAT_REGION
 #: A BAT entry for an unallocated block.
 BAT_UNUSED = 0xffffffff
 #: The array type code of unsigned 32-bit integers.
@@ -310,26 +313,45 @@ class VhdInspector(base.FormatInspector):
 def _last_block(head, offset, entries):
     """Generator: the largest entry of the BAT of ``entries`` entries at
     ``offset`` that maps a block (the sector of the block that ends last),
-    or None.  Read in regions of at most ``MAX_REGION`` bytes; the bytes
-    of ``head`` are taken from it.  Reading stops at the end of the image:
-    the BAT then ends after it, which is refused anyway."""
+    or None.  Read in regions of ``BAT_REGION`` bytes, each dropped before
+    the next is asked for; the bytes of ``head`` are taken from it.
+    Reading stops at the end of the image: the BAT then ends after it,
+    which is refused anyway.  Unused entries (all ones) are skipped at C
+    speed, so a sparse disk's BAT costs little whatever its size."""
     last = None
     size = entries * 4
     done = 0
     while done < size:
         start = offset + done
-        want = min(base.MAX_REGION, size - done)
+        want = min(BAT_REGION, size - done)
         data = head[start:start + want]
         if len(head) == HEAD_LENGTH and start + want > HEAD_LENGTH:
             begin = max(start, HEAD_LENGTH)
             data += yield base.Read(begin, start + want - begin)
-        table = array.array(_UINT32, data[:len(data) // 4 * 4])
-        if sys.byteorder == 'little':
-            table.byteswap()
-        used = max(filter(BAT_UNUSED.__ne__, table), default=None)
+        short = len(data) < want
+        used = _largest_used(data[:len(data) // 4 * 4])
+        data = None
         if used is not None and (last is None or used > last):
             last = used
-        if len(data) < want:
+        if short:
             break
         done += want
     return last
+
+
+def _largest_used(data):
+    """The largest big-endian uint32 of ``data`` that is not BAT_UNUSED."""
+    if data == _UNUSED_REGION[:len(data)]:
+        return None     # a memcmp: the common case of a sparse disk
+    # Trim the unused entries at both ends (whole entries only).
+    head = (len(data) - len(data.lstrip(b'\xff'))) // 4 * 4
+    tail = (len(data) - len(data.rstrip(b'\xff'))) // 4 * 4
+    data = data[head:len(data) - tail]
+    if not data:
+        return None
+    table = array.array(_UINT32, data)
+    if sys.byteorder == 'little':
+        table.byteswap()
+    if b'\xff\xff\xff\xff' not in data:
+        return max(table)
+    return max(filter(BAT_UNUSED.__ne__, table), default=None)

@@ -446,6 +446,10 @@ class VhdxInspector(base.FormatInspector):
         return block_size, size, entries
 
 
+#: The BAT is read in regions of this size (bounded memory in streaming).
+BAT_REGION = 256 << 10
+
+
 class _BatTable:
     """``vhdx_check_bat_entries()``, with the BAT read before or after the
     metadata that gives its block size.
@@ -471,7 +475,7 @@ class _BatTable:
     def read(self, reader, offset, count):
         """Generator: read and summarise ``count`` entries at ``offset``;
         entries past the end of the image read as zero (not present)."""
-        step = base.MAX_REGION // 8
+        step = BAT_REGION // 8
         for first in range(0, count, step):
             at = offset + first * 8
             if reader.image_end is not None and at >= reader.image_end:
@@ -480,6 +484,7 @@ class _BatTable:
                                            'the BAT', cache=False)
             if 1 in chunk[0::8].translate(_PRESENT):
                 self._add(chunk, first)
+            chunk = None    # dropped before the next region is read
 
     def _add(self, chunk, first):
         table = array.array(_UINT64_CODE, chunk)
