@@ -16,7 +16,6 @@ import functools
 import os
 import random
 import struct
-import subprocess
 
 import pytest
 
@@ -49,8 +48,7 @@ def _create(path, size, opts='', *extra):
     cmd += list(extra)
     if opts:
         cmd += ['-o', opts]
-    proc = subprocess.run(cmd + [str(path), str(size)], capture_output=True)
-    return proc.returncode == 0
+    return helpers.run_qemu_img(cmd + [str(path), str(size)]).returncode == 0
 
 
 def _mutate(src, dst, edits, length=None):
