@@ -40,8 +40,10 @@ sys.path.insert(0, ROOT)
 
 with atheris.instrument_imports(include=['glance_vsize']):
     from glance_vsize import inspection
+    from glance_vsize import registry
     from glance_vsize import seekable
     from glance_vsize import stream
+    registry.inspectors()       # imports the format modules, instrumented
 
 from tests.hardening import support  # noqa: E402
 
