@@ -169,9 +169,10 @@ def test_vhdx_bat_after_the_metadata(tmp_path):
 
 @helpers.requires_qemu_img
 @pytest.mark.parametrize('length,opens', ((0xfff00000, False),
-                                          (0x7ff00000, True)))
+                                          (0x10000000, True)))
 def test_vhdx_bat_region_qemu_cannot_read(tmp_path, length, opens):
-    """qemu reads the BAT region in one request: past 2 GiB it fails."""
+    """qemu reads the BAT region in one request: past 2 GiB it fails.
+    (The region that opens is kept at 256 MiB: qemu allocates it.)"""
     path = _vhdx_with_partial_block(tmp_path)
     entry = vhdx.REGION_TABLE_OFFSET + 16
     _region_table_fixed(path, [(entry + 16, '<Q', 64 * MiB),
