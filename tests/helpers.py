@@ -16,6 +16,7 @@
 import json
 import os
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -149,3 +150,30 @@ def assert_hostile(path, check=None, *, disk_format, policy=None,
                           result.virtual_size))
     assert len(verdicts) <= 1, verdicts
     return first
+
+
+def mutated_copy(src, dst, edits, length=None):
+    """Copy ``src`` to ``dst`` with ``(offset, struct format, value)``
+    edits (format ``None``: ``value`` is raw bytes), truncated to
+    ``length`` when given; returns ``dst`` as a string."""
+    with open(src, 'rb') as f:
+        data = bytearray(f.read())
+    for offset, fmt, value in edits:
+        raw = value if fmt is None else struct.pack(fmt, value)
+        data[offset:offset + len(raw)] = raw
+    if length is not None:
+        del data[length:]
+    with open(dst, 'wb') as f:
+        f.write(data)
+    return str(dst)
+
+
+def patch_fields(src, dst, module, *edits):
+    """:func:`mutated_copy` with ``(field name, value)`` edits of a format
+    module's little-endian header (its ``_LAYOUT`` and ``OFFSETS``), or
+    ``(offset, bytes)``."""
+    layout = dict(module._LAYOUT)
+    return mutated_copy(src, dst, [
+        (module.OFFSETS[where], '<' + layout[where], value)
+        if isinstance(where, str) else (where, None, value)
+        for where, value in edits])

@@ -15,7 +15,6 @@
 import functools
 import os
 import random
-import shutil
 import struct
 
 import pytest
@@ -33,19 +32,7 @@ LEGACY = b'WithoutFreeSpace'
 
 
 def patch(src, dst, *edits):
-    """Copy ``src`` to ``dst`` and write ``(field, value)`` edits, or
-    ``(offset, bytes)``, into the copy."""
-    shutil.copy(src, dst)
-    with open(dst, 'r+b') as f:
-        for where, value in edits:
-            if isinstance(where, str):
-                code = dict(ploop._LAYOUT)[where]
-                f.seek(ploop.OFFSETS[where])
-                value = struct.pack('<' + code, value)
-            else:
-                f.seek(where)
-            f.write(value)
-    return str(dst)
+    return helpers.patch_fields(src, dst, ploop, *edits)
 
 
 assert_consistent = functools.partial(helpers.assert_hostile,

@@ -51,19 +51,7 @@ def _create(path, size, opts='', *extra):
     return helpers.run_qemu_img(cmd + [str(path), str(size)]).returncode == 0
 
 
-def _mutate(src, dst, edits, length=None):
-    """Copy ``src`` to ``dst`` with ``(offset, struct format, value)``
-    edits (format ``None``: raw bytes), truncated to ``length``."""
-    with open(src, 'rb') as f:
-        data = bytearray(f.read())
-    for offset, fmt, value in edits:
-        raw = value if fmt is None else struct.pack(fmt, value)
-        data[offset:offset + len(raw)] = raw
-    if length is not None:
-        del data[length:]
-    with open(dst, 'wb') as f:
-        f.write(data)
-    return str(dst)
+_mutate = helpers.mutated_copy
 
 
 _check_hostile = functools.partial(helpers.assert_hostile,

@@ -19,7 +19,6 @@ allows it; the default policy refuses it (``unsupported_format``).
 import functools
 import os
 import random
-import struct
 import subprocess
 
 import pytest
@@ -47,17 +46,7 @@ def _create(path, size, opts=''):
     return proc.returncode == 0
 
 
-def _mutate(src, dst, edits, length=None):
-    with open(src, 'rb') as f:
-        data = bytearray(f.read())
-    for offset, fmt, value in edits:
-        raw = value if fmt is None else struct.pack(fmt, value)
-        data[offset:offset + len(raw)] = raw
-    if length is not None:
-        del data[length:]
-    with open(dst, 'wb') as f:
-        f.write(data)
-    return str(dst)
+_mutate = helpers.mutated_copy
 
 
 assert_like_qemu = functools.partial(helpers.assert_like_qemu,

@@ -15,7 +15,6 @@
 import functools
 import os
 import random
-import shutil
 import struct
 
 import pytest
@@ -31,19 +30,7 @@ SIZES = (1 << 20, GiB + 512, 10 * GiB + 12345 * 512, 3 << 40, 1000001, 0)
 
 
 def patch(src, dst, *edits):
-    """Copy ``src`` to ``dst`` and write ``(field, value)`` edits, or
-    ``(offset, bytes)``, into the copy."""
-    shutil.copy(src, dst)
-    with open(dst, 'r+b') as f:
-        for where, value in edits:
-            if isinstance(where, str):
-                code = dict(vdi._LAYOUT)[where]
-                f.seek(vdi.OFFSETS[where])
-                value = struct.pack('<' + code, value)
-            else:
-                f.seek(where)
-            f.write(value)
-    return str(dst)
+    return helpers.patch_fields(src, dst, vdi, *edits)
 
 
 assert_consistent = functools.partial(helpers.assert_hostile,
