@@ -328,7 +328,7 @@ def test_garbage_after_the_cookie(tmp_path):
 def test_random_footer_mutations(tmp_path, images):
     """Random footer bytes (with a valid checksum): never an exception,
     and a safe verdict always agrees with qemu.  (The dynamic header's
-    table fields are left alone: qemu's BAT entry check is not ported.)"""
+    table fields are left alone; tests/hardening mutates those.)"""
     rnd = random.Random(20240611)
     for i in range(25):
         path = copy(images['dynamic'], tmp_path, 'm%d.vhd' % i)
