@@ -35,7 +35,6 @@ import pytest
 from tests.functional import glance as glance_mod
 from tests.functional import postgres
 from tests import helpers
-from tests import imagegen
 
 pytestmark = helpers.requires_qemu_img
 
@@ -80,12 +79,6 @@ def glance(tmp_path_factory, pg):
                    extra_args=['--workers', '2', '--database', pg.url])
     yield api
     api.stop()
-
-
-@pytest.fixture(scope='module')
-def corpus(tmp_path_factory):
-    outdir = str(tmp_path_factory.mktemp('images'))
-    return outdir, imagegen.build(outdir, huge=False)
 
 
 def _rank(entry):

@@ -28,7 +28,6 @@ import pytest
 
 from tests.functional import glance as glance_mod
 from tests import helpers
-from tests import imagegen
 
 pytestmark = helpers.requires_qemu_img
 
@@ -47,13 +46,6 @@ def glance(tmp_path_factory):
     api = glance_mod.Glance(tmp_path_factory.mktemp('glance'))
     yield api
     api.stop()
-
-
-@pytest.fixture(scope='module')
-def corpus(tmp_path_factory):
-    outdir = str(tmp_path_factory.mktemp('images'))
-    entries = imagegen.build(outdir, huge=False)
-    return outdir, entries
 
 
 def _safe(corpus):

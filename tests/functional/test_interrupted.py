@@ -33,7 +33,6 @@ import pytest
 
 from tests.functional import glance as glance_mod
 from tests import helpers
-from tests import imagegen
 
 pytestmark = helpers.requires_qemu_img
 
@@ -45,17 +44,17 @@ BIG_IMAGE = 'data-vhd-fixed.vhd'
 
 
 @pytest.fixture(scope='module')
+def images(corpus):
+    """The generated images by file name."""
+    outdir, entries = corpus
+    return outdir, {e['file']: e for e in entries}
+
+
+@pytest.fixture(scope='module')
 def glance(tmp_path_factory):
     api = glance_mod.Glance(tmp_path_factory.mktemp('glance-interrupted'))
     yield api
     api.stop()
-
-
-@pytest.fixture(scope='module')
-def corpus(tmp_path_factory):
-    outdir = str(tmp_path_factory.mktemp('images'))
-    entries = imagegen.build(outdir, huge=False)
-    return outdir, {e['file']: e for e in entries}
 
 
 def _served(glance, image_id, action, timeout=60):
@@ -139,9 +138,9 @@ CUTS = [('data-qcow2-default.qcow2', 'half'),
                          ids=['content-length', 'chunked'])
 @pytest.mark.parametrize('action', ['file', 'stage'])
 @pytest.mark.parametrize('name,cut', CUTS, ids=[c[0] for c in CUTS])
-def test_client_disconnecting_mid_body(glance, corpus, name, cut, action,
+def test_client_disconnecting_mid_body(glance, images, name, cut, action,
                                        chunked):
-    outdir, entries = corpus
+    outdir, entries = images
     entry = entries[name]
     path = os.path.join(outdir, name)
     with open(path, 'rb') as f:
@@ -199,8 +198,8 @@ class _FileSizeLimit:
 
 
 @pytest.mark.parametrize('action', ['file', 'stage'])
-def test_store_failing_mid_write(glance, corpus, action):
-    outdir, entries = corpus
+def test_store_failing_mid_write(glance, images, action):
+    outdir, entries = images
     entry = entries[BIG_IMAGE]
     path = os.path.join(outdir, BIG_IMAGE)
     assert os.path.getsize(path) > 2 * FSIZE_LIMIT
@@ -215,12 +214,12 @@ def test_store_failing_mid_write(glance, corpus, action):
     _upload_again(glance, image_id, action, path, entry)
 
 
-def test_store_failing_mid_write_during_import(glance, corpus):
+def test_store_failing_mid_write_during_import(glance, images):
     """glance-direct: the data is staged, then the store fails while
     _ImportToStore copies it (after glance_vsize's import plugin).  Glance's
     own reverts would leave the image ``importing`` with its staged data,
     stuck; the plugin's revert requeues it and removes that data."""
-    outdir, entries = corpus
+    outdir, entries = images
     entry = entries[BIG_IMAGE]
     path = os.path.join(outdir, BIG_IMAGE)
     image_id = glance.create(entry['disk_format'])
