@@ -22,20 +22,16 @@ inner image's, and what the container held in ``details``.
 """
 
 from glance_vsize import engine
+from glance_vsize.formats import base as formats_base
 from glance_vsize import inspection
 
 
-class ContainerError(Exception):
+class ContainerError(formats_base.FormatError):
     """A container structure check failed; the container cannot be read on.
 
     :param check: the stable check name (``tar_header``, ``compression``).
     :param reason: what was found and where, for a human.
     """
-
-    def __init__(self, check, reason):
-        self.check = check
-        self.reason = reason
-        super().__init__('%s: %s' % (check, reason))
 
 
 class ContainerInspector:
