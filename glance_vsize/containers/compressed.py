@@ -119,10 +119,13 @@ class CompressedInspector(base.ContainerInspector):
             self._expand(piece)
             if self._stopped:
                 return
-        if decoder.trailing is not None:
-            self.fail('trailing_data', 'bytes that are not %s data at '
-                      'offset %d, after the end of the %s stream'
-                      % (decoder.name, decoder.trailing, decoder.name))
+        self._check_trailing()
+
+    def _check_trailing(self):
+        """Refuse what follows the compressed data (or padding that the
+        tool refuses), as the decoder found it."""
+        if self.decoder.trailing is not None:
+            self.fail('trailing_data', self.decoder.trailing_reason)
 
     def _expand(self, piece):
         """Check the caps, then inspect ``piece``."""
@@ -159,6 +162,7 @@ class CompressedInspector(base.ContainerInspector):
                 self._decode(self._head)
             if not self._stopped:
                 self.decoder.finish()
+                self._check_trailing()
         finally:
             if not self._stopped:
                 self.inner.finish()

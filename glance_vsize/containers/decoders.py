@@ -31,11 +31,22 @@ Formats, recognised by their magic bytes:
   concatenated and followed by stream padding.
 
 As ``gzip -d``, ``bzip2 -d`` and ``xz -d`` do, every member or stream in
-the data is decompressed, one after the other; zero bytes between or after
-them are skipped (xz stream padding, block device padding).  Anything
-else after the end of a member ends the decoding (:attr:`Decoder.trailing`,
-refused as ``trailing_data``): what follows is not read.  A stream cut
-short is ``truncated``; corrupt data is refused as ``compression``.
+the data is decompressed, one after the other.  What may follow a member
+is what ``gzip -t``, ``bzip2 -t`` and ``xz -t`` accept without a word:
+
+* gzip: another member, or zero bytes up to the end of the data (block
+  device padding).  ``gzip`` stops at zero bytes: anything after them,
+  even a member, is "trailing garbage ignored" (exit status 2).
+* bzip2: another stream only.  ``bzip2`` reports any other byte, zero or
+  not, as "trailing garbage after EOF ignored" and reads no further.
+* xz: another stream, or Stream Padding: zero bytes, a multiple of four
+  of them (The .xz File Format 1.2.1, section 2.2 "Stream Padding"; any
+  other count is an error).
+
+Anything else sets :attr:`Decoder.trailing` (refused as
+``trailing_data``) and ends the decoding: what follows is not read.  A
+stream cut short is ``truncated``; corrupt data is refused as
+``compression``.
 
 zstd (RFC 8878) is in :mod:`glance_vsize.containers.zstd`.
 """
@@ -62,6 +73,8 @@ class Decoder:
     name = None
     #: Magic bytes that start every member.
     magic = None
+    #: Whether zero bytes may follow a member (see :meth:`_padding`).
+    zero_padding = True
 
     def __init__(self):
         self._obj = None        # the current member's decompressor
@@ -70,6 +83,9 @@ class Decoder:
         self.offset = 0         # compressed bytes consumed
         self.members = 0        # members completed
         self.trailing = None    # offset of bytes after the last member
+        self.trailing_reason = None
+        self._zeros = 0         # zero bytes since the last member ended
+        self._pad_offset = 0    # where they start
         self._member_offset = 0
 
     def _new(self):
@@ -111,26 +127,54 @@ class Decoder:
                 yield out
 
     def _between(self, data):
-        """Skip zero padding between members; return the data from the
-        next member's magic on.  Anything else sets :attr:`trailing` and
-        ends the decoding: what follows is not read."""
+        """Count zero bytes after a member; return the data from the next
+        member's magic on.  Padding the tool refuses (:meth:`_padding`),
+        or anything else, sets :attr:`trailing` and ends the decoding:
+        what follows is not read."""
         data = self._gap + data
         self._gap = b''
         stripped = data.lstrip(b'\0')
-        self.offset += len(data) - len(stripped)
+        if len(stripped) < len(data):
+            if not self._zeros:
+                self._pad_offset = self.offset
+            self._zeros += len(data) - len(stripped)
+            self.offset += len(data) - len(stripped)
+            if not self.zero_padding:
+                self._trail(self._pad_offset, self._padding(end=False))
+                return b''
         if not stripped:
             return b''
+        if self._zeros:
+            reason = self._padding(end=False)
+            if reason is not None:
+                self._trail(self._pad_offset, reason)
+                return b''
+            self._zeros = 0
         size = len(self.magic)
         if len(stripped) < size and self.magic.startswith(stripped):
             self._gap = stripped
             return b''
         if not stripped.startswith(self.magic):
-            self.trailing = self.offset
+            self._trail(self.offset)
             return b''
         return stripped
 
+    def _padding(self, end):
+        """``None`` if the tool accepts :attr:`_zeros` zero bytes after a
+        member, followed by the end of the data (``end``) or by more;
+        else why not."""
+        raise NotImplementedError()
+
+    def _trail(self, offset, reason=None):
+        """Refuse what follows the last member, from ``offset`` on."""
+        self.trailing = offset
+        self.trailing_reason = reason or (
+            'bytes that are not %s data at offset %d, after the end of the '
+            '%s stream' % (self.name, offset, self.name))
+
     def finish(self):
-        """The data has ended: raise ``truncated`` if a member was cut."""
+        """The data has ended: raise ``truncated`` if a member was cut;
+        set :attr:`trailing` if the padding at the end is refused."""
         if self.trailing is not None:
             return
         if self._obj is not None or self._gap:
@@ -142,11 +186,22 @@ class Decoder:
             raise base.ContainerError(
                 'truncated', 'the %s data ends at offset %d before its '
                 'first member' % (self.name, self.offset))
+        if self._zeros:
+            reason = self._padding(end=True)
+            if reason is not None:
+                self._trail(self._pad_offset, reason)
 
 
 class GzipDecoder(Decoder):
     name = 'gzip'
     magic = b'\x1f\x8b\x08'
+
+    def _padding(self, end):
+        if end:
+            return None
+        return ('%d zero bytes at offset %d, after the end of a gzip member, '
+                'are followed by more data at offset %d, which gzip ignores'
+                % (self._zeros, self._pad_offset, self.offset))
 
     def _new(self):
         return zlib.decompressobj(16 + zlib.MAX_WBITS)   # gzip wrapper
@@ -170,8 +225,15 @@ class Bzip2Decoder(_BufferingDecoder):
     name = 'bzip2'
     magic = b'BZh'
 
+    zero_padding = False
+
     def _new(self):
         return bz2.BZ2Decompressor()
+
+    def _padding(self, end):
+        return ('zero bytes at offset %d, after the end of the bzip2 '
+                'stream: bzip2 has no padding and ignores them (and what '
+                'follows) as trailing garbage' % self._pad_offset)
 
 
 class XzDecoder(_BufferingDecoder):
@@ -180,3 +242,12 @@ class XzDecoder(_BufferingDecoder):
 
     def _new(self):
         return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+
+    def _padding(self, end):
+        """The .xz File Format 1.2.1, 2.2: "the size of Stream Padding
+        MUST be a multiple of four bytes"."""
+        if self._zeros % 4 == 0:
+            return None
+        return ('%d zero bytes of xz Stream Padding at offset %d: not a '
+                'multiple of four (The .xz File Format 1.2.1, section 2.2)'
+                % (self._zeros, self._pad_offset))

@@ -32,7 +32,14 @@ bytes of output, as the stdlib decoders' ``max_length`` would:
 * RFC 8878 3.1.2, skippable frames: magic ``0x184D2A5?``, a 4-byte
   ``Frame_Size``, user data (skipped).
 
-Frames follow each other as ``zstd -d`` decodes them.  The decoder's
+Frames follow each other as ``zstd -d`` decodes them.  Nothing else may
+follow a frame (RFC 8878 3.1, "one or more frames"): ``zstd -t`` refuses
+zero bytes after a frame as it refuses any bytes that start no frame, so
+both are refused as ``trailing_data``.  Skippable frames between and after
+frames are skipped, as ``zstd`` does.  A frame of another format after a
+zstd frame, which ``zstd -d`` may read too (gzip, xz, lz4), is refused as
+``trailing_data``; data that starts with a skippable frame is not
+recognised as zstd (``compression``).  The decoder's
 window is limited to :data:`MAX_WINDOW` (libzstd's own default limit,
 which ``zstd -d`` applies too): a frame that needs more is refused.
 """
@@ -48,6 +55,7 @@ except ImportError:  # pragma: no cover - exercised where it is missing
 MAGIC = b'\x28\xb5\x2f\xfd'
 SKIPPABLE_MASK = 0xFFFFFFF0
 SKIPPABLE_MAGIC = 0x184D2A50
+_SKIPPABLE = SKIPPABLE_MAGIC.to_bytes(4, 'little')[1:]   # after 0x5?
 BLOCK_MAX = 128 << 10
 
 #: The largest window a frame may need: 128 MiB (libzstd's default).
@@ -60,6 +68,13 @@ _MAGIC, _HEADER, _BLOCK_HEADER, _BLOCK, _CHECKSUM, _SKIP_SIZE, _SKIP = \
     range(7)
 #: States whose bytes belong to a zstd frame (and go to the decompressor).
 _FRAME = (_HEADER, _BLOCK_HEADER, _BLOCK, _CHECKSUM)
+
+
+def _magic_prefix(field):
+    """Whether ``field`` (1-3 bytes) may start a frame or skippable frame:
+    if so, data ending there is cut short, else it is trailing data."""
+    return MAGIC.startswith(field) or (
+        field[0] & 0xF0 == 0x50 and _SKIPPABLE.startswith(field[1:]))
 
 
 class ZstdDecoder(decoders.Decoder):
@@ -163,9 +178,7 @@ class ZstdDecoder(decoders.Decoder):
             raise base.ContainerError(
                 'compression', 'bytes that are not a zstd frame at offset '
                 '%d' % self._member_offset)
-        if field.strip(b'\0'):
-            self.trailing = self._member_offset
-        # else: zero padding after a frame
+        self._trail_at(self._member_offset, field)
 
     def _on_skip(self, field):
         self._state, self._need = _SKIP, int.from_bytes(field, 'little')
@@ -214,10 +227,24 @@ class ZstdDecoder(decoders.Decoder):
         else:
             self._to_magic()
 
+    def _trail_at(self, offset, field):
+        """``field``, at ``offset`` after a frame, starts no frame."""
+        if field.strip(b'\0'):
+            self._trail(offset)
+        else:
+            self._trail(offset, 'zero bytes at offset %d, after the end of '
+                        'a frame: zstd has no padding, only skippable frames '
+                        '(RFC 8878 3.1.2)' % offset)
+
     def finish(self):
         if self.trailing is not None:
             return
-        if self._state != _MAGIC or self._acc.strip(b'\0'):
+        acc = bytes(self._acc)
+        if self._state == _MAGIC and acc and self.members and \
+                not _magic_prefix(acc):
+            self._trail_at(self._field_offset, acc)
+            return
+        if self._state != _MAGIC or acc:
             raise base.ContainerError(
                 'truncated', 'the zstd data ends at offset %d inside the '
                 'frame that starts at offset %d'
