@@ -13,10 +13,11 @@
 """VHDX images.
 
 References: Microsoft [MS-VHDX] "Virtual Hard Disk v2 (VHDX) File Format",
-2.2 (file type identifier, headers, region table), 2.3 (log) and 2.6
-(metadata region); qemu 7.2 ``block/vhdx.c`` (``vhdx_open()``,
+2.2 (file type identifier, headers, region table) and 2.6 (metadata
+region); qemu 7.2 ``block/vhdx.c`` (``vhdx_open()``,
 ``vhdx_parse_header()``, ``vhdx_open_region_tables()``,
-``vhdx_parse_metadata()``) and ``block/vhdx-log.c`` (``vhdx_parse_log()``).
+``vhdx_parse_metadata()``).  The log (2.3) is checked by :mod:`.vhdx_log`,
+the BAT (2.5) by :mod:`.vhdx_bat`.
 
 We check what qemu checks when it opens an image:
 
@@ -48,16 +49,15 @@ Like qemu, we read zeros past the end of the file.  The virtual size is
 Virtual Disk Size truncated to a 512-byte sector.
 """
 
-import array
-import bisect
 import collections
 import logging
 import struct
-import sys
 import uuid
 
 from glance_vsize.formats import base
 from glance_vsize.formats import crc32c
+from glance_vsize.formats import vhdx_bat
+from glance_vsize.formats import vhdx_log
 
 LOG = logging.getLogger(__name__)
 
@@ -83,14 +83,6 @@ VHDX_REGION_TABLE_ENTRY = struct.Struct('<16sQII')
 REGION_SIGNATURE, REGION_REQUIRED = b'regi', 0x1
 REGION_TABLE_OFFSET, REGION_TABLE_SIZE = 192 * KiB, 64 * KiB
 MAX_ENTRIES = 2047
-
-#: 2.3.1.1 Entry Header: Signature, Checksum, EntryLength, Tail,
-#: SequenceNumber, DescriptorCount, Reserved, LogGuid, FlushedFileOffset,
-#: LastFileOffset.
-VHDX_LOG_ENTRY_HEADER = struct.Struct('<4sIIIQII16sQQ')
-LOG_SIGNATURE, LOG_SECTOR, LOG_DESCRIPTOR_SIZE = b'loge', 4 * KiB, 32
-#: The longest log we search for entries (Hyper-V and qemu use 1 MiB).
-LOG_SCAN_LIMIT = 32 * MiB
 
 #: 2.6.1.1 Metadata Table Header: Signature, Reserved, EntryCount,
 #: Reserved2.
@@ -140,21 +132,12 @@ BDRV_MAX_LENGTH = ((1 << 63) - 1) // (1 << 30) * (1 << 30)
 #: ... and reads longer than this (the BAT region is read in one).
 BDRV_REQUEST_MAX_BYTES = 0x7ffffe00
 UINT32, UINT64 = (1 << 32) - 1, (1 << 64) - 1
-INT64_MAX = (1 << 63) - 1
 
-#: 2.5 BAT entries: State (bits 0-2), FileOffsetMB (bits 20-63).
-BAT_STATE_MASK = 0x7
-PAYLOAD_BLOCK_FULLY_PRESENT = 6
-BAT_FILE_OFFSET_MASK = 0xfffffffffff00000
 #: The most BAT bytes examined: 8 Mi entries, 64 TiB in blocks of 8 MiB
 #: or 8 TiB in blocks of 1 MiB; also the BAT qemu-img makes for a disk of
 #: 0 bytes (its uint32 arithmetic wraps).  Larger BATs are refused
 #: (``table_size``).
 MAX_BAT_BYTES = 64 * MiB
-#: bytes.translate() table: 1 for a BAT state byte of a present block.
-_PRESENT = bytes(int(b & BAT_STATE_MASK == PAYLOAD_BLOCK_FULLY_PRESENT)
-                 for b in range(256))
-_UINT64_CODE = next(c for c in 'LQ' if array.array(c).itemsize == 8)
 
 
 def checksum_ok(block):
@@ -225,7 +208,7 @@ class VhdxInspector(base.FormatInspector):
             start, REGION_TABLE_OFFSET + REGION_TABLE_SIZE - start,
             'the header section')
         header = self._header(block, start)
-        scan = self._log(header)
+        scan = vhdx_log.check_fields(header)
         regions = [(header.log_offset, header.log_length, 'the log')]
         bat, metadata = self._region_table(
             block[REGION_TABLE_OFFSET - start:], regions)
@@ -237,11 +220,11 @@ class VhdxInspector(base.FormatInspector):
         # In file order: the log, the metadata and the BAT.
         steps = sorted([(metadata[0], 1), (bat[0], 2)] +
                        ([(header.log_offset, 0)] if scan else []))
-        table = _BatTable(regions)
+        table = vhdx_bat.BatTable(regions)
         disk = None         # (block size, size, BAT entries)
         for _offset, step in steps:
             if step == 0:
-                yield from self._scan_log(reader, header)
+                yield from vhdx_log.scan(reader, header)
             elif step == 1:
                 disk = yield from self._metadata(probe, reader, bat,
                                                  metadata)
@@ -284,52 +267,6 @@ class VhdxInspector(base.FormatInspector):
         LOG.debug('VHDX header at offset %d, SequenceNumber %d, is current',
                   -current[1], current[0])
         return current[3]
-
-    def _log(self, header):
-        """``vhdx_parse_log()``: the log fields; True when the log must
-        be searched for entries (a non-zero LogGuid and LogLength)."""
-        if header.log_offset < MiB or header.log_offset % MiB:
-            raise _error('log', 'the current header has LogOffset %d, not a '
-                         'non-zero multiple of 1 MiB', header.log_offset)
-        if header.log_version != 0:
-            raise _error('log', 'the current header has LogVersion %d, not '
-                         '0', header.log_version)
-        if header.log_guid == bytes(16) or not header.log_length:
-            return False
-        if header.log_length % MiB:
-            raise _error('log', 'the current header has LogLength %d, not a '
-                         'multiple of 1 MiB', header.log_length)
-        return True
-
-    def _scan_log(self, reader, header):
-        """2.3: refuse a log in which qemu could find entries to replay.
-
-        qemu searches the whole log for a sequence of valid entries (also
-        checking their descriptors and CRC); we refuse any 4 KiB log sector
-        with an entry header that ``vhdx_log_hdr_is_valid()`` accepts.
-        """
-        offset, length = header.log_offset, header.log_length
-        if length > LOG_SCAN_LIMIT:
-            raise _error('log_replay', 'the log of %d bytes at offset %d has '
-                         'a non-zero LogGuid and is too long to check that it '
-                         'needs no replay', length, offset)
-        for first in range(0, length, base.MAX_REGION):
-            chunk = yield from reader.read(
-                offset + first, min(base.MAX_REGION, length - first),
-                'the log', cache=False)
-            for at in range(0, len(chunk), LOG_SECTOR):
-                if chunk[at:at + 4] != LOG_SIGNATURE:
-                    continue
-                fields = VHDX_LOG_ENTRY_HEADER.unpack_from(chunk, at)
-                entry_length, sequence, descriptors = fields[2], *fields[4:6]
-                if entry_length <= length and sequence and \
-                        not entry_length % LOG_SECTOR and \
-                        fields[7] == header.log_guid and \
-                        descriptors * LOG_DESCRIPTOR_SIZE <= entry_length:
-                    raise _error('log_replay', 'the log entry (sequence %d) '
-                                 'at offset %d needs replaying, which qemu '
-                                 'refuses on a read-only open', sequence,
-                                 offset + first + at)
 
     def _region_table(self, table, regions):
         """2.2.3: the BAT and metadata regions, as ``(offset, length)``;
@@ -444,88 +381,3 @@ class VhdxInspector(base.FormatInspector):
                          at[VIRTUAL_DISK_SIZE])
         probe.virtual_size = base.round_down(size)
         return block_size, size, entries
-
-
-#: The BAT is read in regions of this size (bounded memory in streaming).
-BAT_REGION = 256 << 10
-
-
-class _BatTable:
-    """``vhdx_check_bat_entries()``, with the BAT read before or after the
-    metadata that gives its block size.
-
-    qemu refuses the image when a fully present block's offset overflows,
-    when the block starts or ends after the end of the file (the block at
-    index ``disk size // block size`` may be partial: older qemu wrote
-    such files), or when it overlaps a region (the log, the BAT, the
-    metadata, any region of the table).  So what is kept of the BAT is
-    enough for these checks whatever the block size: the two present
-    entries with the largest offsets, and for each region the largest
-    present offset below its end.
-    """
-
-    def __init__(self, regions):
-        #: (start, end as qemu computes it in uint64, what)
-        self.regions = [(start, (start + length) & UINT64, what)
-                        for start, length, what in regions]
-        self.ends = sorted({end for _, end, _ in self.regions})
-        self.top = []           # up to two (offset, index), largest first
-        self.below = {}         # region end -> largest offset below it
-
-    def read(self, reader, offset, count):
-        """Generator: read and summarise ``count`` entries at ``offset``;
-        entries past the end of the image read as zero (not present)."""
-        step = BAT_REGION // 8
-        for first in range(0, count, step):
-            at = offset + first * 8
-            if reader.image_end is not None and at >= reader.image_end:
-                return
-            chunk = yield from reader.read(at, min(step, count - first) * 8,
-                                           'the BAT', cache=False)
-            if 1 in chunk[0::8].translate(_PRESENT):
-                self._add(chunk, first)
-            chunk = None    # dropped before the next region is read
-
-    def _add(self, chunk, first):
-        table = array.array(_UINT64_CODE, chunk)
-        if sys.byteorder != 'little':
-            table.byteswap()
-        offsets = [e & BAT_FILE_OFFSET_MASK
-                   if e & BAT_STATE_MASK == PAYLOAD_BLOCK_FULLY_PRESENT
-                   else -1 for e in table]
-        present = sorted(o for o in offsets if o >= 0)
-        top = [(present[-1], first + offsets.index(present[-1]))]
-        if len(present) > 1:
-            offsets[top[0][1] - first] = -1
-            second = max(offsets)
-            top.append((second, first + offsets.index(second)))
-        self.top = sorted(self.top + top, reverse=True)[:2]
-        for end in self.ends:
-            k = bisect.bisect_left(present, end)
-            if k and present[k - 1] > self.below.get(end, -1):
-                self.below[end] = present[k - 1]
-
-    def check(self, block_size, total, file_size):
-        """Raise what qemu would refuse; ``total`` is the disk size in
-        whole sectors, ``file_size`` the image length rounded up to a
-        sector (``bdrv_getlength()``)."""
-        partial_index = total // block_size
-        for offset, index in self.top:
-            length = block_size
-            if index == partial_index:
-                length = total - index * block_size
-            if offset > INT64_MAX - block_size or offset >= file_size or \
-                    offset + length > file_size:
-                raise _error('table_bounds', 'BAT entry %d maps a block of %d '
-                             'bytes at offset %d, after the end of the image '
-                             '(%d bytes): the image was truncated', index,
-                             length, offset, file_size)
-            if index != partial_index:
-                break       # every other block ends before this one
-        for start, end, what in self.regions:
-            below = self.below.get(end, -1)
-            if below >= 0 and below + block_size > start:
-                raise _error('region_overlap', 'the BAT maps a block of %d '
-                             'bytes at offset %d, which overlaps %s (%d bytes '
-                             'at offset %d)', block_size, below, what,
-                             (end - start) & UINT64, start)

@@ -26,6 +26,7 @@ import pytest
 from glance_vsize.formats import crc32c
 from glance_vsize.formats import vhd
 from glance_vsize.formats import vhdx
+from glance_vsize.formats import vhdx_bat
 from tests import helpers
 
 MiB = 1 << 20
@@ -144,7 +145,8 @@ def test_vhdx_block_overlapping_the_metadata(tmp_path):
     path = _vhdx_with_partial_block(tmp_path)
     with open(path, 'r+b') as f:
         f.seek(2 * MiB + 16)                # BAT entry 2
-        f.write(struct.pack('<Q', 3 * MiB | vhdx.PAYLOAD_BLOCK_FULLY_PRESENT))
+        f.write(struct.pack('<Q',
+                            3 * MiB | vhdx_bat.PAYLOAD_BLOCK_FULLY_PRESENT))
     _assert_refused_like_qemu(path, 'vhdx', 'region_overlap')
 
 
