@@ -56,6 +56,9 @@ _DATA_PATH = re.compile(
     r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/(file|stage)/?$')
 _IMPORT_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/import/?$')
 _DRAIN_CHUNK = 1 << 20
+#: What the filter reads from the WSGI server at a time (see
+#: _RefusingReader): at most this much of a request body is held.
+_READ_BLOCK = 1 << 20
 
 
 class _KnownLengthBody:
@@ -109,13 +112,24 @@ class _Peeked:
 
 
 class _RefusingReader:
-    """Turns the engine's refusal into the HTTP error Glance passes on."""
+    """What Glance reads the body from: the engine's reader, read in
+    blocks of :data:`_READ_BLOCK` bytes and handed out in the sizes Glance
+    asks for (64 KiB); a refusal becomes the HTTP error Glance passes on.
+
+    Every block is inspected before any of it is handed on, so that the
+    store gets no byte of the block that makes the image unsafe.  Reading
+    the WSGI server's input in large blocks also spares it work: gunicorn
+    (27) copies what it holds buffered, up to 1 MiB, on every read, and a
+    64 KiB read then costs it up to 16 times the bytes it returns.
+    """
 
     def __init__(self, reader, image_id, declared):
         self.reader = reader
         self.image_id = image_id
         self.declared = declared
         self.refused = None
+        self._block = b''
+        self._at = 0
 
     def _refuse(self, exc):
         inspection = exc.inspection
@@ -130,6 +144,20 @@ class _RefusingReader:
         raise webob.exc.HTTPBadRequest(explanation=message)
 
     def read(self, size=-1):
+        if size == 0:
+            return b''
+        if self._at < len(self._block):
+            if size is None or size < 0:
+                size = len(self._block)
+            data = self._block[self._at:self._at + size]
+            self._at += len(data)
+            return data
+        if size is not None and 0 <= size < _READ_BLOCK:
+            self._block, self._at = self._read(_READ_BLOCK), 0
+            return self.read(size) if self._block else b''
+        return self._read(size)
+
+    def _read(self, size):
         try:
             return self.reader.read(size)
         except glance_vsize.ImageRejected as exc:
