@@ -15,13 +15,10 @@ without glance_vsize (create-image and import), the paste filter's CPU in
 Glance's body stack, and the bytes of an unsafe upload stored before the
 refusal."""
 
-import http.client
 import io
 import os
 import random
-import re
 import statistics
-import threading
 import time
 import warnings
 
@@ -31,163 +28,32 @@ from . import REPO
 from .images import qemu_img, qemu_vsize, read_range
 from .report import (GiB, KiB, MiB, RESULTS, TARGET_E2E, TARGET_REFUSED, out,
                      ratio, size, table, target)
+from . import profile
+from .refusal import refused_upload
 from .streams import filler_bytes
-
-
-class StoreWatcher(threading.Thread):
-    """Polls a store directory; records the largest file size seen."""
-
-    def __init__(self, path):
-        super().__init__(daemon=True)
-        self.path = path
-        self.largest = 0
-        self.stopped = threading.Event()
-
-    def run(self):
-        while not self.stopped.is_set():
-            try:
-                for entry in os.scandir(self.path):
-                    try:
-                        self.largest = max(self.largest,
-                                           entry.stat().st_size)
-                    except FileNotFoundError:
-                        pass
-            except FileNotFoundError:
-                pass
-            time.sleep(0.001)
-
-    def stop(self):
-        self.stopped.set()
-        self.join()
-        return self.largest
-
-
-def server_cpu(glance):
-    """CPU seconds used so far by the Glance's gunicorn processes."""
-    try:
-        with open(os.path.join(glance.data_dir, 'gunicorn.pid')) as f:
-            root = int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-    procs = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        # proc(5): ppid is field 4, utime 14, stime 15 (state is field 3).
-        procs[int(entry)] = (int(fields[1]),
-                             int(fields[11]) + int(fields[12]))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += procs.get(pid, (0, 0))[1]
-        todo.extend(p for p, (ppid, _) in procs.items() if ppid == pid)
-    return total / os.sysconf('SC_CLK_TCK')
-
-
-def http_put(glance, path, body, length):
-    conn = http.client.HTTPConnection('127.0.0.1', glance.port, timeout=900,
-                                      blocksize=MiB)
-    try:
-        conn.request('PUT', path, body=body, headers={
-            'Content-Type': 'application/octet-stream',
-            'Content-Length': str(length)})
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    return resp.status, data
-
-
-def upload_create(glance, path, disk_format):
-    """create-image: POST /v2/images, PUT .../file.  Seconds, image."""
-    t0 = time.perf_counter()
-    image_id = glance.create(disk_format)
-    with open(path, 'rb') as f:
-        status, body = http_put(glance, '/v2/images/%s/file' % image_id, f,
-                                os.path.getsize(path))
-    elapsed = time.perf_counter() - t0
-    if status != 204:
-        raise RuntimeError('upload: HTTP %d %s' % (status, body[:300]))
-    return elapsed, glance.show(image_id)
-
-
-def upload_import(glance, path, disk_format):
-    """import: POST /v2/images, PUT .../stage, POST .../import
-    (glance-direct), until active.  Seconds, image."""
-    t0 = time.perf_counter()
-    image_id = glance.create(disk_format)
-    with open(path, 'rb') as f:
-        status, body = http_put(glance, '/v2/images/%s/stage' % image_id, f,
-                                os.path.getsize(path))
-    if status != 204:
-        raise RuntimeError('stage: HTTP %d %s' % (status, body[:300]))
-    status, body = glance.import_(image_id)
-    if status != 202:
-        raise RuntimeError('import: HTTP %d %s' % (status, body))
-    deadline = time.monotonic() + 900
-    while True:
-        image = glance.show(image_id)
-        if image['status'] == 'active':
-            break
-        if image.get('os_glance_failed_import') or \
-                time.monotonic() > deadline:
-            raise RuntimeError('import failed: %s' % image)
-        time.sleep(0.02)
-    return time.perf_counter() - t0, image
-
-
-def delete(glance, image_id):
-    glance.request('DELETE', '/v2/images/%s' % image_id)
-
-
-def unsafe_body(header, total, chunk=MiB):
-    filler = filler_bytes(chunk)
-    yield header
-    left = total - len(header)
-    while left > 0:
-        yield filler[:min(chunk, left)]
-        left -= chunk
-
-
-def refused_upload(glance, header, total):
-    """PUT an unsafe image; returns (status, bytes logged, store max)."""
-    image_id = glance.create('qcow2')
-    watcher = StoreWatcher(os.path.join(glance.data_dir, 'images'))
-    watcher.start()
-    try:
-        status, body = http_put(glance, '/v2/images/%s/file' % image_id,
-                                unsafe_body(header, total), total)
-    finally:
-        largest = watcher.stop()
-    logged = None
-    for line in glance.log().splitlines():
-        if image_id in line:
-            m = re.search(r'refused after (\d+) bytes', line)
-            if m:
-                logged = int(m.group(1))
-    status_after = glance.show(image_id)['status']
-    delete(glance, image_id)
-    return status, logged, largest, status_after, body
+from .servers import Pair, server_cpu
+from .uploads import delete, upload_create, upload_import
 
 
 def filter_stack_cpu(header, total=GiB, chunk=64 * KiB, runs=5):
     """CPU seconds to read ``total`` bytes through the body stack Glance
     reads an upload from (webob's BufferedReader(LimitedLengthFile)), with
-    and without the paste filter's readers in it; medians, in process."""
+    and without the paste filter's readers in it; medians, in process.
+    The input costs the same per byte whatever the read size, so that
+    this measures the filter, not the input.  (gunicorn's own input is
+    cheaper read in the filter's 1 MiB blocks than in Glance's 64 KiB:
+    the end-to-end figures show that.)"""
     import webob.request
     with warnings.catch_warnings():     # eventlet's, through oslo.messaging
         warnings.simplefilter('ignore')
         from glance_vsize.glance import middleware
-    filler = filler_bytes(chunk)
+
+    block = filler_bytes(MiB)
 
     class Body:
-        """A WSGI input: ``header``, then data; every read is full (webob
-        takes a short read for a disconnection)."""
+        """A WSGI input: ``header``, then data, in reads of any size up
+        to 1 MiB; every read is full (webob takes a short read for a
+        disconnection)."""
 
         def __init__(self):
             self.sent = 0
@@ -196,11 +62,10 @@ def filter_stack_cpu(header, total=GiB, chunk=64 * KiB, runs=5):
             size = min(size, total - self.sent)
             if size <= 0:
                 return b''
-            if self.sent >= len(header) and size == chunk:
-                data = filler
+            if self.sent < len(header):
+                data = (header[self.sent:] + block)[:size]
             else:
-                data = (header[self.sent:self.sent + size] +
-                        filler * (size // chunk + 1))[:size]
+                data = block[:size]
             self.sent += size
             return data
 
@@ -228,144 +93,203 @@ def run_glance_supports_no_vsize():
         return '--no-vsize' in f.read()
 
 
+class E2EImages:
+    """The images of figure 4, made once in ``workdir``: :attr:`image`, a
+    1 GiB qcow2 of random data, and its qemu-img virtual size
+    :attr:`expect`; :attr:`warm`, a small qcow2 that warms up a fresh
+    Glance; :attr:`header`, an unsafe qcow2 naming a backing file."""
+
+    def __init__(self, workdir):
+        raw = os.path.join(workdir, 'e2e.raw')
+        self.image = os.path.join(workdir, 'e2e.qcow2')
+        if not os.path.exists(self.image):
+            rnd = random.Random(4)
+            with open(raw, 'wb') as f:
+                for _ in range(GiB // MiB):
+                    f.write(rnd.randbytes(MiB))
+            qemu_img('convert', '-q', '-f', 'raw', '-O', 'qcow2', raw,
+                     self.image)
+            os.unlink(raw)
+        self.expect = qemu_vsize(self.image, 'qcow2')
+        self.warm = os.path.join(workdir, 'warm.qcow2')
+        if not os.path.exists(self.warm):
+            qemu_img('create', '-q', '-f', 'qcow2', self.warm, str(GiB))
+        base = os.path.join(workdir, 'base.raw')
+        child = os.path.join(workdir, 'child.qcow2')
+        with open(base, 'wb') as f:
+            f.truncate(GiB)
+        if not os.path.exists(child):
+            qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw',
+                     child, str(GiB))
+        with open(child, 'rb') as f:
+            self.header = f.read()
+
+
+UPLOADS = (('create', upload_create), ('import', upload_import))
+
+
+def timed_runs(workdir, images, runs):
+    """``runs`` runs, each with both Glances started afresh: the uploads
+    alternate with and without glance_vsize, the order swapped every run.
+    Returns wall seconds, the gunicorn processes' CPU seconds and the
+    virtual sizes, by (path, name)."""
+    times, cpu, sizes = {}, {}, {}
+    for run in range(runs):
+        order = ['without', 'with'] if run % 2 else ['with', 'without']
+        with Pair(workdir, images.warm, verbose=not run) as glances:
+            for path, upload in UPLOADS:
+                for name in order:
+                    glance = glances[name]
+                    cpu0 = server_cpu(glance)
+                    elapsed, img = upload(glance, images.image, 'qcow2')
+                    cpu1 = server_cpu(glance)
+                    delete(glance, img['id'])
+                    sizes[(path, name)] = img.get('virtual_size')
+                    times.setdefault((path, name), []).append(elapsed)
+                    if cpu0 is not None and cpu1 is not None:
+                        cpu.setdefault((path, name), []).append(cpu1 - cpu0)
+    return times, cpu, sizes
+
+
+def report_runs(times, cpu, sizes, expect):
+    """The wall-clock table and target; returns the median create-image
+    CPU seconds without glance_vsize."""
+    rows = []
+    worst = 0
+    for path, _fn in UPLOADS:
+        walls = times[(path, 'with')], times[(path, 'without')]
+        without = statistics.median(walls[1])
+        with_ = statistics.median(walls[0])
+        r = with_ / without
+        worst = max(worst, r)
+        paired = statistics.median(a / b for a, b in zip(*walls))
+        cpus = cpu.get((path, 'with')), cpu.get((path, 'without'))
+        cpu_with = statistics.median(cpus[0]) if cpus[0] else None
+        cpu_without = statistics.median(cpus[1]) if cpus[1] else None
+        cpu_r = ratio(cpu_with, cpu_without) if cpus[0] and cpus[1] \
+            else None
+        rows.append([path, '%.2f s' % without, '%.2f s' % with_,
+                     '%.3f' % r, '%.3f' % paired,
+                     '%.2f s' % cpu_without if cpu_without else 'n/a',
+                     '%.2f s' % cpu_with if cpu_with else 'n/a',
+                     '%.3f' % cpu_r if cpu_r else 'n/a',
+                     '%s / %s' % (sizes[(path, 'with')],
+                                  sizes[(path, 'without')])])
+        RESULTS.setdefault('glance', []).append({
+            'path': path, 'without_s': without, 'with_s': with_,
+            'ratio': r, 'paired_ratio': paired,
+            'with_runs': walls[0], 'without_runs': walls[1],
+            'cpu_without_s': cpu_without, 'cpu_with_s': cpu_with,
+            'cpu_ratio': cpu_r, 'cpu_with_runs': cpus[0],
+            'cpu_without_runs': cpus[1]})
+    table(['path', 'wall without', 'wall with', 'with/without',
+           'paired', 'Glance CPU without', 'CPU with', 'with/without',
+           'virtual_size with / without'], rows)
+    for path, _fn in UPLOADS:
+        out('   %s runs (wall s), with: %s; without: %s' % (
+            path, ' '.join('%.2f' % t for t in times[(path, 'with')]),
+            ' '.join('%.2f' % t for t in times[(path, 'without')])))
+    out('   qemu-img info: virtual size %d; worst wall-clock ratio %.3f '
+        '(target <= %.2f: %s)' % (expect, worst, TARGET_E2E, target(
+            '4. upload with / without glance_vsize', worst,
+            worst <= TARGET_E2E, '%.3f' % worst)))
+    out('   (ratio of the medians; "paired": median of the ratios of the '
+        'two uploads of each run.  Glance CPU: user+system seconds of its '
+        'gunicorn processes during the upload.  With glance_vsize, the '
+        'body is read from gunicorn in 1 MiB blocks where Glance reads '
+        '64 KiB, and gunicorn 27 copies all it holds buffered on every '
+        'read: that saves more than inspecting costs.  What inspecting '
+        'costs on its own: the next two figures.)')
+    without = cpu.get(('create', 'without'))
+    return statistics.median(without) if without else None
+
+
+def report_share(glance, image, workdir):
+    """glance_vsize's share of the Glance worker's CPU samples (py-spy)
+    while it serves one upload of each path, after the timed runs."""
+    if profile.py_spy() is None:
+        out('   glance_vsize\'s share of Glance\'s CPU: n/a (py-spy is not '
+            'installed; it is in test-requirements.txt)')
+        return
+    with open(os.path.join(glance.data_dir, 'gunicorn.pid')) as f:
+        master = int(f.read().strip())
+    shares = []
+    for path, upload in UPLOADS:
+        output = os.path.join(workdir, 'py-spy-%s.txt' % path)
+        with profile.Recorder(master, output) as recorder:
+            _elapsed, img = upload(glance, image, 'qcow2')
+        delete(glance, img['id'])
+        if recorder.share is None:
+            shares.append('%s: n/a (py-spy: %s)' % (path, recorder.error))
+            continue
+        total, ours = recorder.share
+        RESULTS.setdefault('cpu_share', []).append(
+            {'path': path, 'samples': total, 'glance_vsize': ours})
+        shares.append('%s %.2f%% (%d of %d samples)' % (
+            path, 100 * ours / total if total else 0, ours, total))
+    out('   py-spy in the Glance worker, one more upload with glance_vsize: '
+        'its own code (inspecting chunks and staged files, reading the '
+        'image and setting virtual_size) takes %s of the samples'
+        % '; '.join(shares))
+
+
+def report_filter_stack(image, cpu_create):
+    bare, ours = filter_stack_cpu(read_range(image, 0, MiB))
+    out('   In process, reading 1 GiB in 64 KiB chunks through Glance\'s '
+        'body stack (webob) costs %.0f ms CPU; with the paste filter\'s '
+        'readers in it %.0f ms: %+.1f ms per GiB, %s of Glance\'s CPU '
+        'for a create-image upload' % (
+            bare * 1e3, ours * 1e3, (ours - bare) * 1e3,
+            '%+.2f%%' % (100 * (ours - bare) / cpu_create)
+            if cpu_create else 'n/a'))
+    RESULTS['filter_stack'] = {'bare_s': bare, 'with_filter_s': ours,
+                               'glance_create_cpu_s': cpu_create}
+
+
+def report_refused(glances, header):
+    out()
+    out('   Unsafe 1 GiB upload (a qcow2 naming a backing file, then '
+        '1 GiB of data), create-image path:')
+    rows = []
+    refused = {}
+    for name in ('with', 'without'):
+        status, logged, largest, after, _ = refused_upload(
+            glances[name], header, GiB)
+        refused[name] = (logged, largest)
+        rows.append([name, status, after, size(logged) if logged
+                     is not None else '-', size(largest)])
+    table(['glance_vsize', 'HTTP', 'status after',
+           'read before refusal (log)', 'largest store file seen'], rows)
+    logged, largest = refused['with']
+    reached = max(logged or 0, largest)
+    anchor = refused['without'][1]
+    out('   with glance_vsize the refusal came after the filter read %s of '
+        'the body (it hands Glance none of a block it refuses); largest '
+        'store file seen: %s; the larger of the two: '
+        '%s (target <= %s: %s); without: %s (%s of it)' % (
+            size(logged) if logged is not None else '-', size(largest),
+            size(reached), size(TARGET_REFUSED), target(
+                '4. bytes stored before an unsafe upload is refused',
+                reached, logged is not None and reached <= TARGET_REFUSED,
+                size(reached)),
+            size(anchor), '%.4f%%' % (100 * reached / anchor)
+            if anchor else 'n/a'))
+
+
 def section_glance(args, workdir):
     runs = args.runs or (3 if args.quick else 5)
     out()
     out('4. End to end against a real Glance (tools/run-glance), 1 GiB '
-        'qcow2 (random data), median of %d runs after a warm-up' % runs)
+        'qcow2 (random data), median of %d runs, each with both Glances '
+        'started afresh and warmed up' % runs)
     out('   data directories in %s' % workdir)
     if not run_glance_supports_no_vsize():
         out('   n/a: tools/run-glance has no --no-vsize option')
         return
-    from tests.functional.glance import Glance
-    raw = os.path.join(workdir, 'e2e.raw')
-    image = os.path.join(workdir, 'e2e.qcow2')
-    if not os.path.exists(image):
-        rnd = random.Random(4)
-        with open(raw, 'wb') as f:
-            for _ in range(GiB // MiB):
-                f.write(rnd.randbytes(MiB))
-        qemu_img('convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, image)
-        os.unlink(raw)
-    expect = qemu_vsize(image, 'qcow2')
-    base = os.path.join(workdir, 'base.raw')
-    child = os.path.join(workdir, 'child.qcow2')
-    with open(base, 'wb') as f:
-        f.truncate(GiB)
-    if not os.path.exists(child):
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw',
-                 child, str(GiB))
-    header = open(child, 'rb').read()
-
-    glances = {}
-    try:
-        for name, extra in (('without', ['--no-vsize']), ('with', [])):
-            t0 = time.perf_counter()
-            glances[name] = Glance(os.path.join(workdir, 'glance-' + name),
-                                   extra_args=extra)
-            out('   Glance %s glance_vsize ready on port %d (%.0f s)'
-                % (name, glances[name].port, time.perf_counter() - t0))
-        times = {(path, name): [] for path in ('create', 'import')
-                 for name in glances}
-        cpu = {key: [] for key in times}
-        sizes = {}
-        for run in range(runs + 1):
-            order = ['without', 'with'] if run % 2 else ['with', 'without']
-            for path, fn in (('create', upload_create),
-                             ('import', upload_import)):
-                for name in order:
-                    glance = glances[name]
-                    cpu0 = server_cpu(glance)
-                    elapsed, img = fn(glance, image, 'qcow2')
-                    cpu1 = server_cpu(glance)
-                    delete(glance, img['id'])
-                    sizes[(path, name)] = img.get('virtual_size')
-                    if run:                     # run 0 is the warm-up
-                        times[(path, name)].append(elapsed)
-                        if cpu0 is not None and cpu1 is not None:
-                            cpu[(path, name)].append(cpu1 - cpu0)
-        rows = []
-        worst = 0
-        for path in ('create', 'import'):
-            without = statistics.median(times[(path, 'without')])
-            with_ = statistics.median(times[(path, 'with')])
-            r = with_ / without
-            worst = max(worst, r)
-            cpu_without = cpu_with = cpu_r = None
-            if cpu[(path, 'with')] and cpu[(path, 'without')]:
-                cpu_without = statistics.median(cpu[(path, 'without')])
-                cpu_with = statistics.median(cpu[(path, 'with')])
-                cpu_r = ratio(cpu_with, cpu_without)
-            best = min(times[(path, 'with')]) / min(times[(path, 'without')])
-            rows.append([path, '%.2f s' % without, '%.2f s' % with_,
-                         '%.3f' % r, '%.3f' % best,
-                         '%.2f s' % cpu_without if cpu_without else 'n/a',
-                         '%.2f s' % cpu_with if cpu_with else 'n/a',
-                         '%.3f' % cpu_r if cpu_r else 'n/a',
-                         '%s / %s' % (sizes[(path, 'with')],
-                                      sizes[(path, 'without')])])
-            RESULTS.setdefault('glance', []).append({
-                'path': path, 'without_s': without, 'with_s': with_,
-                'ratio': r, 'best_ratio': best,
-                'with_runs': times[(path, 'with')],
-                'without_runs': times[(path, 'without')],
-                'cpu_without_s': cpu_without, 'cpu_with_s': cpu_with,
-                'cpu_ratio': cpu_r, 'cpu_with_runs': cpu[(path, 'with')],
-                'cpu_without_runs': cpu[(path, 'without')]})
-        table(['path', 'wall without', 'wall with', 'with/without',
-               'best/best', 'Glance CPU without', 'CPU with',
-               'with/without', 'virtual_size with / without'], rows)
-        for path in ('create', 'import'):
-            out('   %s runs (wall s), with: %s; without: %s' % (
-                path, ' '.join('%.2f' % t for t in times[(path, 'with')]),
-                ' '.join('%.2f' % t for t in times[(path, 'without')])))
-        out('   qemu-img info: virtual size %d; worst wall-clock ratio %.3f '
-            '(target <= %.2f: %s)' % (expect, worst, TARGET_E2E, target(
-                '4. upload with / without glance_vsize', worst,
-                worst <= TARGET_E2E, '%.3f' % worst)))
-        out('   (medians, and the ratio of the fastest runs; Glance CPU: '
-            'user+system seconds of its gunicorn processes during the '
-            'upload.  On a loaded machine runs vary by more than the 2% '
-            'target: compare the spread of the runs and the in-process '
-            'figure below.)')
-        bare, ours = filter_stack_cpu(read_range(image, 0, MiB))
-        cpu_create = statistics.median(cpu[('create', 'without')]) \
-            if cpu[('create', 'without')] else None
-        out('   In process, reading 1 GiB in 64 KiB chunks through Glance\'s '
-            'body stack (webob) costs %.0f ms CPU; with the paste filter\'s '
-            'readers in it %.0f ms: +%.1f ms per GiB, %s of Glance\'s CPU '
-            'for a create-image upload' % (
-                bare * 1e3, ours * 1e3, (ours - bare) * 1e3,
-                '%.2f%%' % (100 * (ours - bare) / cpu_create)
-                if cpu_create else 'n/a'))
-        RESULTS['filter_stack'] = {'bare_s': bare, 'with_filter_s': ours,
-                                   'glance_create_cpu_s': cpu_create}
-
-        out()
-        out('   Unsafe 1 GiB upload (a qcow2 naming a backing file, then '
-            '1 GiB of data), create-image path:')
-        rows = []
-        refused = {}
-        for name in ('with', 'without'):
-            status, logged, largest, after, _ = refused_upload(
-                glances[name], header, GiB)
-            refused[name] = (logged, largest)
-            rows.append([name, status, after, size(logged) if logged
-                         is not None else '-', size(largest)])
-        table(['glance_vsize', 'HTTP', 'status after',
-               'read before refusal (log)', 'largest store file seen'],
-              rows)
-        logged, largest = refused['with']
-        reached = max(logged or 0, largest)
-        anchor = refused['without'][1]
-        out('   with glance_vsize at most %s reached the store (target <= '
-            '%s: %s); without: %s (%s of it)' % (
-                size(reached), size(TARGET_REFUSED), target(
-                    '4. bytes stored before an unsafe upload is refused',
-                    reached, logged is not None and reached <=
-                    TARGET_REFUSED, size(reached)),
-                size(anchor), '%.4f%%' % (100 * reached / anchor)
-                if anchor else 'n/a'))
-    finally:
-        for g in glances.values():
-            g.stop()
+    images = E2EImages(workdir)
+    times, cpu, sizes = timed_runs(workdir, images, runs)
+    cpu_create = report_runs(times, cpu, sizes, images.expect)
+    with Pair(workdir, images.warm) as glances:
+        report_share(glances['with'], images.image, workdir)
+        report_filter_stack(images.image, cpu_create)
+        report_refused(glances, images.header)
