@@ -146,13 +146,14 @@ class _RefusingReader:
     def read(self, size=-1):
         if size == 0:
             return b''
+        if size is None or size < 0:        # all that is left
+            rest, self._block = self._block[self._at:], b''
+            return rest + self._read(-1)
         if self._at < len(self._block):
-            if size is None or size < 0:
-                size = len(self._block)
             data = self._block[self._at:self._at + size]
             self._at += len(data)
             return data
-        if size is not None and 0 <= size < _READ_BLOCK:
+        if size < _READ_BLOCK:
             self._block, self._at = self._read(_READ_BLOCK), 0
             return self.read(size) if self._block else b''
         return self._read(size)

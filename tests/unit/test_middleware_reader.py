@@ -93,8 +93,10 @@ def test_reads_of_other_sizes(qcow2_with_data):
     assert head == data[:10]
     big = reader.read(3 * BLOCK)        # what is left of the block
     assert big == data[10:BLOCK]
-    assert reader.read(-1) == data[BLOCK:]
+    assert reader.read(GLANCE_CHUNK) == data[BLOCK:BLOCK + GLANCE_CHUNK]
+    assert reader.read(-1) == data[BLOCK + GLANCE_CHUNK:]   # all the rest
     assert reader.read(GLANCE_CHUNK) == b''
+    assert reader.reader.result.safe
 
 
 def test_unsafe_block_is_refused_before_any_of_it_is_handed_on(tmp_path):
