@@ -14,11 +14,12 @@
 glance_vsize and one without (``tools/run-glance --no-vsize``), started
 afresh for every run, pinned to one CPU, and the CPU they use.
 
-Fresh processes every run: a long-lived server keeps whatever its first
-requests made of its heap and caches, and on this kind of machine that
-alone moved one server's uploads by 5-10% for its whole life, either way.
-Pinning keeps the scheduler from moving the server and from putting the
-client that uploads on the same CPU.
+Runs of the same upload moved by 10-25% (Glance's CPU as much as the wall
+clock): gunicorn copies what it holds buffered on every read, and how much
+it holds depends on how full the socket is.  Fresh processes every run,
+in alternating order, spread whatever a server's history does over both
+configurations; pinning keeps the scheduler from moving the server and
+from putting the client that uploads on the same CPU.
 """
 
 import os
