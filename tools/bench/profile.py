@@ -85,6 +85,8 @@ class Recorder:
         self.output = output
         self.share = None
         self.error = None
+        if os.path.exists(output):
+            os.unlink(output)       # never read a previous run's samples
         self.proc = subprocess.Popen(
             [py_spy(), 'record', '--pid', str(master_pid), '--subprocesses',
              '--rate', str(rate), '--format', 'raw', '--nonblocking',
@@ -102,6 +104,7 @@ class Recorder:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
+            self.error = 'py-spy did not stop within 60 s'
             return False
         if os.path.exists(self.output):
             with open(self.output) as f:
