@@ -23,7 +23,6 @@ Everything a Glance release changes belongs here: the settings table
 (``SETTINGS``), the plugin order, the paste names.
 """
 
-import configparser
 import dataclasses
 import enum
 import os
@@ -332,10 +331,11 @@ def check_import_plugin(glance: GlanceConfig,
         group, path, 'replace the image_import_plugins line with'
         if glance.where(group, name) else 'add')
     if not running:
-        return [Finding(Level.OK, glance.where(None, 'enabled_import_methods')
-                        or glance.api_conf, 'DEFAULT',
-                        'no enabled import method runs plugins '
-                        '(enabled_import_methods = [%s])' % ', '.join(methods))]
+        return [Finding(Level.OK, glance.where('DEFAULT', 'enabled_import_'
+                                               'methods') or glance.api_conf,
+                        'DEFAULT', 'no enabled import method runs plugins '
+                        '(enabled_import_methods = [%s])'
+                        % ', '.join(methods))]
     if IMPORT_PLUGIN not in plugins:
         return [Finding(Level.WARNING, path, group,
                         '%s lacks %s: images imported with %s are not '
@@ -383,9 +383,10 @@ def check_options(glance: GlanceConfig) -> list[Finding]:
         try:
             conf[group][opt.dest]
         except (cfg.ConfigFileValueError, ValueError) as exc:
+            path = glance.where(group, opt.name) or glance.api_conf
             findings.append(Finding(
-                Level.FAILURE, glance.where(group, opt.name) or glance.api_conf,
-                group, 'invalid value of %s: %s' % (opt.name, exc)))
+                Level.FAILURE, path, group,
+                'invalid value of %s: %s' % (opt.name, exc)))
     if findings:
         return findings
     options = conf[group]

@@ -1,0 +1,351 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""``glance-vsize-status upgrade check``, run as a deployer runs it (the
+installed console script, in its own process) on configuration directories
+made from the files the glance wheel ships (``<venv>/etc/glance``), with
+the documented edits and with each wrong variant."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from glance_vsize.glance import wiring
+
+WHEEL_ETC = pathlib.Path(sys.prefix) / 'etc' / 'glance'
+SCRIPT = pathlib.Path(sys.executable).parent / 'glance-vsize-status'
+KEYSTONE_KEYS = ('keystone', 'keystone+caching', 'keystone+cachemanagement')
+FILTER_SECTION = ('\n[filter:vsize]\npaste.filter_factory = '
+                  'glance_vsize.glance.middleware:filter_factory\n')
+
+PASTE = 'Paste filter after context'
+LOADS = 'Paste file loads'
+PLUGIN = 'Import plugin glance_vsize'
+FORMAT_MATCH = 'Glance setting [image_format] require_image_format_match'
+DRIVER = 'Glance setting [oslo_messaging_notifications] driver'
+OPTIONS = 'Options [glance_vsize]'
+
+pytestmark = pytest.mark.skipif(
+    not (WHEEL_ETC / 'glance-api-paste.ini').is_file(),
+    reason='the glance wheel is not installed in %s' % sys.prefix)
+
+
+def wheel(name):
+    return (WHEEL_ETC / name).read_text()
+
+
+def paste(keys=KEYSTONE_KEYS, before=(), section=True, extra=''):
+    """The wheel's glance-api-paste.ini with ` vsize` right after `context`
+    in the ``keys`` pipelines of [composite:api] (before it in ``before``),
+    and [filter:vsize] when ``section``."""
+    text = wheel('glance-api-paste.ini')
+    for key in keys:
+        text, n = re.subn(r'(?m)^(%s = .* context) ' % re.escape(key),
+                          r'\1 vsize ', text)
+        assert n == 1, key
+    for key in before:
+        text, n = re.subn(r'(?m)^(%s = .*) authtoken context '
+                          % re.escape(key), r'\1 vsize authtoken context ',
+                          text)
+        assert n == 1, key
+    return text + (FILTER_SECTION if section else '') + extra
+
+
+def set_options(text, options):
+    """``text`` (an oslo.config file) with ``key = value`` lines added
+    right under their ``[section]`` header (a new section at the end when
+    there is none)."""
+    for section, line in options:
+        header = '[%s]\n' % section
+        if header in text:
+            text = text.replace(header, header + line + '\n', 1)
+        else:
+            text += '\n' + header + line + '\n'
+    return text
+
+
+GOOD_API = (('paste_deploy', 'flavor = keystone'),
+            ('image_format', 'require_image_format_match = False'),
+            ('oslo_messaging_notifications', 'driver = messagingv2'),
+            ('oslo_messaging_notifications', 'driver = glance_vsize'))
+
+
+def config_dir(tmp_path, paste_text=None, api=GOOD_API,
+               plugins='image_decompression, glance_vsize, image_conversion',
+               import_extra=()):
+    etc = tmp_path / 'etc'
+    etc.mkdir()
+    (etc / 'glance-api-paste.ini').write_text(
+        paste() if paste_text is None else paste_text)
+    (etc / 'glance-api.conf').write_text(
+        set_options(wheel('glance-api.conf'), api))
+    if plugins is not None:
+        (etc / 'glance-image-import.conf').write_text(set_options('', [
+            ('image_import_opts', 'image_import_plugins = [%s]' % plugins),
+            *import_extra]))
+    return etc
+
+
+def status(etc, *args, env=None):
+    assert SCRIPT.is_file(), 'console script not installed: %s' % SCRIPT
+    args = args or ('upgrade', 'check', '--json', '--config-dir', str(etc))
+    return subprocess.run([str(SCRIPT), *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def checks(proc):
+    """{check name: (code, details)} of a --json run."""
+    assert proc.stdout, proc.stderr
+    return {c['check']: (c['result'], c['details'] or '')
+            for c in json.loads(proc.stdout)['checks']}
+
+
+def assert_edit(details, path, section, *lines):
+    """The details name the file, the section and each line to write."""
+    assert '%s [%s]' % (path, section) in details, details
+    assert 'Edit: ' in details, details
+    for line in lines:
+        assert '\n    %s\n' % line in details + '\n', (line, details)
+
+
+def test_documented_wiring_succeeds(tmp_path):
+    etc = config_dir(tmp_path)
+    proc = status(etc)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = checks(proc)
+    assert set(found) == {PASTE, LOADS, PLUGIN, FORMAT_MATCH, DRIVER,
+                          OPTIONS}
+    assert all(code == 0 for code, _ in found.values()), found
+    assert 'keystone = cors http_proxy_to_wsgi versionnegotiation ' \
+        'osprofiler authtoken context vsize rootapp' in found[LOADS][1]
+
+
+@pytest.mark.parametrize('args', [
+    ('upgrade', 'check', '--config-dir', '{etc}'),
+    ('--config-dir', '{etc}', 'upgrade', 'check'),
+    ('--config-dir={etc}', 'upgrade', 'check'),
+    ('upgrade', 'check'),  # $OS_GLANCE_CONFIG_DIR, as glance-api
+])
+def test_config_dir_wherever_given(tmp_path, args):
+    etc = config_dir(tmp_path, api=GOOD_API[1:])  # flavor unset: default
+    env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(etc))
+    proc = status(etc, *[a.format(etc=etc) for a in args], env=env)
+    # The table names the paste file of this directory; the only warning
+    # is the unauthenticated default pipeline the unset flavor selects.
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert 'Result: Warning' in proc.stdout
+    assert 'Result: Failure' not in proc.stdout
+    assert '\n|     flavor = keystone ' in proc.stdout
+    # Wrapped for the table: read it as one text.
+    text = ' '.join(re.sub(r'[|+-]{2,}|\|', ' ', proc.stdout).split())
+    assert '%s/glance-api-paste.ini [composite:api]: [paste_deploy] flavor ' \
+        '(unset) selects default, which has no context filter' % etc in text
+    assert 'Edit: in [paste_deploy] of %s/glance-api.conf, set: flavor = ' \
+        'keystone' % etc in text
+
+
+def test_filter_missing_in_selected_pipeline_fails(tmp_path):
+    etc = config_dir(tmp_path, paste(keys=KEYSTONE_KEYS[1:]))
+    proc = status(etc)
+    assert proc.returncode == 2
+    code, details = checks(proc)[PASTE]
+    assert code == 2
+    assert 'keystone (selected by [paste_deploy] flavor = keystone) has ' \
+        'no vsize filter' in details
+    assert_edit(details, etc / 'glance-api-paste.ini', 'composite:api',
+                'keystone = cors http_proxy_to_wsgi versionnegotiation '
+                'osprofiler authtoken context vsize rootapp')
+
+
+def test_filter_in_one_pipeline_only_warns_for_the_others(tmp_path):
+    etc = config_dir(tmp_path, paste(keys=('keystone',)))
+    proc = status(etc)
+    assert proc.returncode == 1, proc.stdout
+    code, details = checks(proc)[PASTE]
+    assert code == 1
+    assert_edit(details, etc / 'glance-api-paste.ini', 'composite:api',
+                'keystone+caching = cors http_proxy_to_wsgi '
+                'versionnegotiation osprofiler authtoken context vsize '
+                'cache rootapp',
+                'keystone+cachemanagement = cors http_proxy_to_wsgi '
+                'versionnegotiation osprofiler authtoken context vsize '
+                'cache cachemanage rootapp')
+    assert 'keystone (selected by [paste_deploy] flavor = keystone): vsize ' \
+        'right after context' in details
+
+
+def test_filter_before_context_fails(tmp_path):
+    etc = config_dir(tmp_path, paste(keys=KEYSTONE_KEYS[1:],
+                                     before=('keystone',)))
+    proc = status(etc)
+    assert proc.returncode == 2
+    code, details = checks(proc)[PASTE]
+    assert code == 2
+    assert 'has vsize before context' in details
+    assert_edit(details, etc / 'glance-api-paste.ini', 'composite:api',
+                'keystone = cors http_proxy_to_wsgi versionnegotiation '
+                'osprofiler authtoken context vsize rootapp')
+
+
+def test_filter_section_missing_fails_and_paste_does_not_load(tmp_path):
+    etc = config_dir(tmp_path, paste(section=False))
+    proc = status(etc)
+    assert proc.returncode == 2
+    found = checks(proc)
+    assert found[PASTE][0] == 2
+    assert_edit(found[PASTE][1], etc / 'glance-api-paste.ini',
+                'filter:vsize', '[filter:vsize]',
+                'paste.filter_factory = '
+                'glance_vsize.glance.middleware:filter_factory')
+    code, details = found[LOADS]
+    assert code == 2
+    assert str(etc / 'glance-api-paste.ini') in details
+    assert "No section 'vsize'" in details
+
+
+def test_appended_pipeline_section_is_reported_as_ambiguous(tmp_path):
+    # What appending the old sample did (issue 10): Glance cannot start.
+    etc = config_dir(tmp_path, paste(extra=(
+        '\n[pipeline:glance-api-keystone]\n'
+        'pipeline = cors authtoken context vsize rootapp\n')))
+    proc = status(etc)
+    assert proc.returncode == 2
+    code, details = checks(proc)[LOADS]
+    assert code == 2
+    assert details.startswith(str(etc / 'glance-api-paste.ini'))
+    assert 'Ambiguous section names' in details
+
+
+@pytest.mark.parametrize('plugins, fixed, why', [
+    ('image_conversion, glance_vsize',
+     'glance_vsize, image_conversion', 'qemu-img convert'),
+    ('glance_vsize, image_decompression',
+     'image_decompression, glance_vsize', 'runs before image_decompression'),
+    ('image_decompression, image_conversion, glance_vsize',
+     'image_decompression, glance_vsize, image_conversion',
+     'qemu-img convert'),
+])
+def test_plugin_misordered_fails(tmp_path, plugins, fixed, why):
+    etc = config_dir(tmp_path, plugins=plugins)
+    proc = status(etc)
+    assert proc.returncode == 2
+    code, details = checks(proc)[PLUGIN]
+    assert code == 2
+    assert why in details
+    assert_edit(details, etc / 'glance-image-import.conf',
+                'image_import_opts', 'image_import_plugins = [%s]' % fixed)
+
+
+def test_plugin_missing_warns_when_imports_run_plugins(tmp_path):
+    etc = config_dir(tmp_path, plugins='image_conversion')
+    proc = status(etc)
+    assert proc.returncode == 1
+    code, details = checks(proc)[PLUGIN]
+    assert code == 1
+    assert 'not inspected' in details
+    assert_edit(details, etc / 'glance-image-import.conf',
+                'image_import_opts',
+                'image_import_plugins = [glance_vsize, image_conversion]')
+
+
+def test_plugin_not_needed_without_staging_import_methods(tmp_path):
+    etc = config_dir(tmp_path, api=GOOD_API + (
+        ('DEFAULT', 'enabled_import_methods = [copy-image]'),),
+        plugins=None)
+    proc = status(etc)
+    assert proc.returncode == 0, proc.stdout
+    assert 'no enabled import method runs plugins' in checks(proc)[PLUGIN][1]
+
+
+def test_require_image_format_match_wrong_fails(tmp_path):
+    api = [o for o in GOOD_API if o[0] != 'image_format']
+    api.append(('image_format', 'require_image_format_match = True'))
+    etc = config_dir(tmp_path, api=api)
+    proc = status(etc)
+    assert proc.returncode == 2
+    found = checks(proc)
+    assert [name for name, (code, _) in found.items() if code] == [
+        FORMAT_MATCH]
+    assert_edit(found[FORMAT_MATCH][1], etc / 'glance-api.conf',
+                'image_format', 'require_image_format_match = False')
+
+
+def test_notification_driver_missing_fails_keeping_the_others(tmp_path):
+    api = [o for o in GOOD_API if 'glance_vsize' not in o[1]]
+    etc = config_dir(tmp_path, api=api)
+    proc = status(etc)
+    assert proc.returncode == 2
+    code, details = checks(proc)[DRIVER]
+    assert code == 2
+    assert_edit(details, etc / 'glance-api.conf',
+                'oslo_messaging_notifications', 'driver = messagingv2',
+                'driver = glance_vsize')
+
+
+def test_invalid_option_fails_naming_its_file(tmp_path):
+    etc = config_dir(tmp_path, import_extra=[
+        ('glance_vsize', 'vhd_size_rule = qemu9')])
+    proc = status(etc)
+    assert proc.returncode == 2
+    code, details = checks(proc)[OPTIONS]
+    assert code == 2
+    assert details.startswith('%s [glance_vsize]: invalid value of '
+                              'vhd_size_rule' % (etc /
+                                                 'glance-image-import.conf'))
+    assert 'qemu9' in details
+
+
+def test_unknown_allowed_format_warns(tmp_path):
+    etc = config_dir(tmp_path, api=GOOD_API + (
+        ('glance_vsize', 'allowed_formats = qcow2,qcow,raw'),))
+    proc = status(etc)
+    assert proc.returncode == 1
+    code, details = checks(proc)[OPTIONS]
+    assert code == 1
+    assert_edit(details, etc / 'glance-api.conf', 'glance_vsize',
+                'allowed_formats = qcow2,raw')
+
+
+def test_missing_config_dir_is_a_failure_not_a_traceback(tmp_path):
+    proc = status(tmp_path, 'upgrade', 'check', '--config-dir',
+                  str(tmp_path / 'nowhere'))
+    assert proc.returncode == 2
+    assert 'nowhere' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_directory_without_glance_api_conf_fails(tmp_path):
+    proc = status(tmp_path)
+    assert proc.returncode == 2
+    found = checks(proc)
+    assert all(code == 2 for code, _ in found.values()), found
+    assert '%s: not found' % (tmp_path / 'glance-api.conf') in \
+        found[FORMAT_MATCH][1]
+
+
+@pytest.mark.parametrize('plugins, expected', [
+    ([], ['glance_vsize']),
+    (['image_conversion', 'glance_vsize'],
+     ['glance_vsize', 'image_conversion']),
+    (['no_op', 'image_decompression', 'inject_image_metadata'],
+     ['no_op', 'image_decompression', 'inject_image_metadata',
+      'glance_vsize']),
+    (['image_decompression', 'no_op', 'image_conversion'],
+     ['image_decompression', 'no_op', 'glance_vsize', 'image_conversion']),
+])
+def test_plugin_order(plugins, expected):
+    assert wiring.plugin_order(plugins) == expected
