@@ -24,6 +24,7 @@ the file, the section and the edit to make.
 import os
 import sys
 import textwrap
+import warnings
 from typing import Any
 
 from oslo_config import cfg
@@ -53,6 +54,29 @@ def paste_loads(glance: wiring.GlanceConfig) -> list[Finding]:
         return [Finding(Level.FAILURE, path, None, 'not found')]
     flavor = glance.flavor()
     name = wiring.APP_NAME + ('-' + flavor if flavor else '')
+    try:
+        with warnings.catch_warnings():
+            # Glance's modules import eventlet, which warns it is deprecated.
+            warnings.simplefilter('ignore')
+            loaded = _load_pipelines(loadwsgi, path, name, flavor)
+    except _LoadError as exc:
+        return [Finding(Level.FAILURE, path, None,
+                        'paste.deploy cannot load %s for %s: %s: %s'
+                        % (exc.section, name, type(exc.error).__name__,
+                           exc.error))]
+    return [Finding(Level.OK, path, None, 'paste.deploy loads %s: %s'
+                    % (name, '; '.join(loaded) or 'no pipeline'))]
+
+
+class _LoadError(Exception):
+    def __init__(self, section: str, error: Exception) -> None:
+        super().__init__(section, error)
+        self.section = section
+        self.error = error
+
+
+def _load_pipelines(loadwsgi, path: str, name: str,
+                    flavor: str) -> list[str]:
     section = 'app %s' % name
     loaded = []
     try:
@@ -77,11 +101,8 @@ def paste_loads(glance: wiring.GlanceConfig) -> list[Finding]:
             loader.get_context(loadwsgi.APP, tokens[-1])
             loaded.append('%s = %s' % (key, ' '.join(tokens)))
     except Exception as exc:
-        return [Finding(Level.FAILURE, path, None,
-                        'paste.deploy cannot load %s for %s: %s: %s'
-                        % (section, name, type(exc).__name__, exc))]
-    return [Finding(Level.OK, path, None, 'paste.deploy loads %s: %s'
-                    % (name, '; '.join(loaded) or 'no pipeline'))]
+        raise _LoadError(section, exc) from None
+    return loaded
 
 
 class Checks(upgradecheck.UpgradeCommands):

@@ -285,14 +285,16 @@ def check_setting(glance: GlanceConfig, setting: Setting) -> list[Finding]:
     name = setting.opt.name
     current = glance.value(setting.group, name)
     path = glance.where(setting.group, name)
+    shown = ('[%s]' % ', '.join(current) if isinstance(current, list)
+             else current)
     if setting.expect.ok(current):
         return [Finding(Level.OK, path or glance.api_conf, setting.group,
-                        '%s = %s%s' % (name, current, '' if path else
+                        '%s = %s%s' % (name, shown, '' if path else
                                        " (Glance's default)"))]
     return [Finding(
         setting.level, path or glance.api_conf, setting.group,
         '%s is %s%s; it %s: %s' % (
-            name, current, '' if path else " (Glance's default)",
+            name, shown, '' if path else " (Glance's default)",
             setting.expect.describe(), setting.why),
         'in [%s] of %s, %s' % (setting.group, path or glance.api_conf,
                                'replace the %s lines with' % name if path
