@@ -156,8 +156,8 @@ def _check_pipeline(path: str, p: Pipeline, names: list[str], name: str,
     edit = dict(action='in [%s] of %s, replace the %s line with'
                 % (p.section, path, p.key),
                 lines=('%s = %s' % (p.key, ' '.join(fixed)),))
-    label = '%s%s' % (p.key, ' (selected by %s)' % chosen
-                      if p.selected else '')
+    label = '%s%s' % (p.section if p.key == 'pipeline' else p.key,
+                      ' (selected by %s)' % chosen if p.selected else '')
     if not at:
         if p.selected:
             return Finding(Level.FAILURE, path, p.section,

@@ -238,6 +238,10 @@ class GlanceConfig:
                 raise WiringError(Finding(
                     Level.FAILURE, exc.config_file, None,
                     'cannot be parsed: %s' % exc.msg)) from None
+            except cfg.Error as exc:  # e.g. permission denied
+                raise WiringError(Finding(
+                    Level.FAILURE, ', '.join(self.files), None,
+                    'cannot be read: %s' % exc)) from None
             self._conf = conf
         return self._conf
 

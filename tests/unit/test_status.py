@@ -349,3 +349,34 @@ def test_directory_without_glance_api_conf_fails(tmp_path):
 ])
 def test_plugin_order(plugins, expected):
     assert wiring.plugin_order(plugins) == expected
+
+
+def test_pipeline_sections_of_older_paste_files(tmp_path):
+    # Before [composite:api], Glance's paste files had one
+    # [pipeline:glance-api-FLAVOR] section per flavor.
+    from glance_vsize.glance import paste_wiring
+    path = tmp_path / 'glance-api-paste.ini'
+    path.write_text(
+        '[pipeline:glance-api]\n'
+        'pipeline = versionnegotiation unauthenticated-context rootapp\n'
+        '[pipeline:glance-api-keystone]\n'
+        'pipeline = versionnegotiation authtoken context rootapp\n'
+        '[pipeline:glance-api-keystone+caching]\n'
+        'pipeline = versionnegotiation authtoken context cache check '
+        'rootapp\n' + FILTER_SECTION.replace('vsize]', 'check]'))
+    parser = paste_wiring.read_paste(str(path))
+    assert paste_wiring.vsize_filters(parser) == ['check']
+    found = paste_wiring.pipelines(parser, 'keystone')
+    assert [(p.section, p.selected) for p in found] == [
+        ('pipeline:glance-api', False),
+        ('pipeline:glance-api-keystone', True),
+        ('pipeline:glance-api-keystone+caching', False)]
+    assert [(f.level, f.problem) for f in (
+        paste_wiring._check_pipeline(str(path), p, ['check'], 'check',
+                                     '[paste_deploy] flavor = keystone')
+        for p in found[1:])] == [
+        (wiring.Level.FAILURE, 'pipeline:glance-api-keystone (selected by '
+         '[paste_deploy] flavor = keystone) has no check filter: uploads '
+         'are not inspected'),
+        (wiring.Level.WARNING, 'pipeline:glance-api-keystone+caching has '
+         'check after context, but not right after it')]
