@@ -79,10 +79,24 @@ def set_options(text, options):
     return text
 
 
-GOOD_API = (('paste_deploy', 'flavor = keystone'),
-            ('image_format', 'require_image_format_match = False'),
-            ('oslo_messaging_notifications', 'driver = messagingv2'),
-            ('oslo_messaging_notifications', 'driver = glance_vsize'))
+def setting_lines(setting, right=True):
+    """The lines that satisfy (or break) one row of wiring.SETTINGS; an
+    empty list leaves the option at Glance's default."""
+    expect, name = setting.expect, setting.opt.name
+    if isinstance(expect, wiring.Equals):
+        assert isinstance(expect.value, bool), expect
+        value = expect.value if right else not expect.value
+        return [(setting.group, '%s = %s' % (name, value))]
+    if isinstance(expect, wiring.Includes):
+        return [(setting.group, '%s = %s' % (name, expect.item))] * right
+    assert isinstance(expect, wiring.Excludes), expect
+    return [(setting.group, '%s = %s' % (name, expect.item))] * (not right)
+
+
+#: A deployer's own notification driver, which the edits must keep.
+OWN_DRIVER = ('oslo_messaging_notifications', 'driver = messagingv2')
+GOOD_API = (('paste_deploy', 'flavor = keystone'), OWN_DRIVER) + tuple(
+    line for s in wiring.SETTINGS for line in setting_lines(s))
 
 
 def config_dir(tmp_path, paste_text=None, api=GOOD_API,
@@ -272,29 +286,48 @@ def test_plugin_not_needed_without_staging_import_methods(tmp_path):
     assert 'no enabled import method runs plugins' in checks(proc)[PLUGIN][1]
 
 
-def test_require_image_format_match_wrong_fails(tmp_path):
-    api = [o for o in GOOD_API if o[0] != 'image_format']
-    api.append(('image_format', 'require_image_format_match = True'))
+def setting_variants():
+    """Each row of wiring.SETTINGS set wrong, and left unset where Glance's
+    default is wrong."""
+    for setting in wiring.SETTINGS:
+        label = '%s.%s' % (setting.group, setting.opt.name)
+        yield pytest.param(setting, 'set', id=label + '-set')
+        if not setting.expect.ok(setting.opt.default):
+            yield pytest.param(setting, 'unset', id=label + '-unset')
+
+
+@pytest.mark.parametrize('setting, variant', list(setting_variants()))
+def test_glance_setting_wrong(tmp_path, setting, variant):
+    """Set wrong: the edit replaces the lines (keeping the deployer's own
+    notification driver); unset: the edit adds them."""
+    others = [line for s in wiring.SETTINGS if s is not setting
+              for line in setting_lines(s)]
+    api = [GOOD_API[0], *others]
+    if variant == 'set':
+        api += [OWN_DRIVER, *setting_lines(setting, right=False)]
     etc = config_dir(tmp_path, api=api)
     proc = status(etc)
-    assert proc.returncode == 2
+    assert proc.returncode == setting.level
     found = checks(proc)
-    assert [name for name, (code, _) in found.items() if code] == [
-        FORMAT_MATCH]
-    assert_edit(found[FORMAT_MATCH][1], etc / 'glance-api.conf',
-                'image_format', 'require_image_format_match = False')
-
-
-def test_notification_driver_missing_fails_keeping_the_others(tmp_path):
-    api = [o for o in GOOD_API if 'glance_vsize' not in o[1]]
-    etc = config_dir(tmp_path, api=api)
-    proc = status(etc)
-    assert proc.returncode == 2
-    code, details = checks(proc)[DRIVER]
-    assert code == 2
-    assert_edit(details, etc / 'glance-api.conf',
-                'oslo_messaging_notifications', 'driver = messagingv2',
-                'driver = glance_vsize')
+    name = 'Glance setting [%s] %s' % (setting.group, setting.opt.name)
+    assert [check for check, (code, _) in found.items() if code] == [name]
+    code, details = found[name]
+    assert code == setting.level
+    expect, option = setting.expect, setting.opt.name
+    if isinstance(expect, wiring.Equals):
+        lines = ['%s = %s' % (option, expect.value)]
+    elif isinstance(expect, wiring.Includes):
+        lines = ['%s = %s' % (option, expect.item)]
+    else:
+        lines = [OWN_DRIVER[1]]
+    if variant == 'set' and (setting.group, option) == (OWN_DRIVER[0],
+                                                        'driver'):
+        lines.append(OWN_DRIVER[1])  # the deployer's driver is kept
+    assert_edit(details, etc / 'glance-api.conf', setting.group, *lines)
+    action = 'add' if variant == 'unset' else 'replace the %s lines with' \
+        % option
+    assert 'Edit: in [%s] of %s, %s:' % (
+        setting.group, etc / 'glance-api.conf', action) in details
 
 
 def test_invalid_option_fails_naming_its_file(tmp_path):
