@@ -23,6 +23,13 @@ never by name.  :func:`decide` then arbitrates:
   different things to different readers, so the image is refused
   (``multiple_formats``).  Content signatures inside a raw disk (ISO with
   an MBR/GPT in front, a fixed VHD holding a GPT disk) are expected.
+
+One format is raw when it is declared raw: a LUKS volume (its inspector's
+``raw_when_declared``) uploaded with ``disk_format`` raw, as Cinder
+uploads an encrypted volume.  qemu's raw driver reads it as plain data, so
+the verdict is ``raw`` sized by the byte count, with a warning naming the
+LUKS header.  Only when it is the one format matched: any other signature
+beside it still refuses the image.
 """
 
 import logging
@@ -118,6 +125,23 @@ def stream_order(probe, request, position):
                   % (probe.name, request.length, request.offset, position))
 
 
+def raw_view(containers: list, contents: list,
+             disk_format: str | None) -> base.Probe | None:
+    """The probe of a format that is read as raw because it is declared
+    raw (a LUKS volume with ``disk_format`` raw), or ``None``.
+
+    Only a lone match qualifies: with another container or a content
+    signature beside it, the bytes mean different things to different
+    readers, and the image is refused as before.
+    """
+    if disk_format != 'raw' or len(containers) != 1 or contents:
+        return None
+    probe = containers[0]
+    if getattr(probe.inspector, 'raw_when_declared', False):
+        return probe
+    return None
+
+
 def compatible(declared, detected):
     """Whether content of format ``detected`` may be uploaded as
     ``declared``.  qemu reads ISO images as raw, so raw accepts them."""
@@ -145,6 +169,12 @@ def decide(probes, disk_format, policy, length, final=True):
         key=lambda p: (CONTENT_PRECEDENCE.index(p.name)
                        if p.name in CONTENT_PRECEDENCE else 99))
     chosen = containers[0] if containers else None
+    as_raw = raw_view(containers, contents, disk_format)
+    if as_raw is not None:
+        chosen = None
+        result.variant = as_raw.variant
+        result.details.update(as_raw.details)
+        result.warnings[as_raw.name] = as_raw.inspector.raw_warning(as_raw)
 
     if len(containers) > 1:
         failures['multiple_formats'] = 'the content matches %s' % ' and '.join(

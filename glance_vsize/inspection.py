@@ -150,7 +150,11 @@ class Inspection:
         what = self.format or 'unknown format'
         if self.variant:
             what += ' (%s)' % self.variant
-        return '%s, virtual size %s' % (what, self.virtual_size)
+        line = '%s, virtual size %s' % (what, self.virtual_size)
+        if self.warnings:
+            line += '; warning %s' % '; '.join(
+                '%s: %s' % item for item in sorted(self.warnings.items()))
+        return line
 
     def as_dict(self):
         return {'format': self.format, 'virtual_size': self.virtual_size,

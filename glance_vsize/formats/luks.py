@@ -32,6 +32,13 @@ them as raw, though every byte of the guest disk is encrypted.
 
 Note that ``luks`` is not one of Glance's disk formats: by default the
 engine refuses a recognised volume with ``unsupported_format``.
+
+Declared ``raw``, a LUKS volume (either version) is raw: Cinder uploads an
+encrypted volume's bytes that way, and Nova and Cinder decrypt them with
+the key named in the image's properties, after qemu's raw driver (the
+engine's oracle for ``raw``) has read them as plain data.  The inspector
+says so (:attr:`LuksInspector.raw_when_declared`); :func:`raw_warning` is
+the warning the engine adds to such a verdict.
 """
 
 import json
@@ -137,6 +144,14 @@ class LuksInspector(base.FormatInspector):
     """LUKS1 volumes as qemu 7.2 opens them; LUKS2 recognised, refused."""
 
     name = 'luks'
+    #: Declared ``raw``, a volume is inspected as raw: see
+    #: :func:`glance_vsize.engine.raw_view`.
+    raw_when_declared = True
+
+    @staticmethod
+    def raw_warning(probe: base.Probe) -> str:
+        """The warning of a LUKS volume accepted as raw."""
+        return raw_warning(probe)
 
     def inspect(self, probe, policy):
         head = yield base.Read(0, LUKS2_BINARY_SIZE)
@@ -160,8 +175,9 @@ class LuksInspector(base.FormatInspector):
                 'truncated', 'the LUKS header needs %d bytes but the image '
                 'ends at offset %d' % (LUKS1_HEADER_SIZE, len(head)))
         payload_offset = self._check_luks1(probe, head)
-        length = yield base.LENGTH
         payload = payload_offset * base.SECTOR
+        probe.details['payload_offset'] = payload
+        length = yield base.LENGTH
         if payload > length:
             raise base.FormatError(
                 'truncated', 'the payload starts at offset %d (payload-offset'
@@ -248,6 +264,7 @@ class LuksInspector(base.FormatInspector):
         if segment is None:
             return
         offset, size, sector_size = segment
+        probe.details['payload_offset'] = offset
         if size is None:
             length = yield base.LENGTH
             if length < offset:
@@ -272,3 +289,23 @@ def _luks2_segment(area):
     if offset < 0 or (size is not None and size < 0) or sector_size <= 0:
         return None
     return offset, size, sector_size
+
+
+def raw_warning(probe: base.Probe) -> str:
+    """Name the LUKS header of a volume that is inspected as raw: its
+    version, where it is, and where the encrypted payload starts."""
+    version = (probe.variant or 'luks?')[4:]
+    where = 'LUKS version %s header at offset 0' % version
+    facts = []
+    if 'payload_offset' in probe.details:
+        facts.append('payload at offset %d' % probe.details['payload_offset'])
+    if 'cipher' in probe.details:
+        facts.append('cipher %s' % probe.details['cipher'])
+    if facts:
+        where += ' (%s)' % ', '.join(facts)
+    reason = ('%s: an encrypted volume declared raw, inspected and sized '
+              'as raw (its guest data is encrypted)' % where)
+    if probe.failures and set(probe.failures) != {'unsupported_version'}:
+        reason += ('; qemu\'s luks driver would not open it (%s)'
+                   % ', '.join(sorted(probe.failures)))
+    return reason
