@@ -34,11 +34,11 @@ Note that ``luks`` is not one of Glance's disk formats: by default the
 engine refuses a recognised volume with ``unsupported_format``.
 
 Declared ``raw``, a LUKS volume (either version) is raw: Cinder uploads an
-encrypted volume's bytes that way, and Nova and Cinder decrypt them with
-the key named in the image's properties, after qemu's raw driver (the
-engine's oracle for ``raw``) has read them as plain data.  The inspector
-says so (:attr:`LuksInspector.raw_when_declared`); :func:`raw_warning` is
-the warning the engine adds to such a verdict.
+encrypted volume's bytes that way, and decrypts them with the key that the
+image's properties name when it makes a volume of the image; qemu's raw
+driver, the engine's oracle for ``raw``, reads them as plain data.  The
+inspector says so (:attr:`LuksInspector.raw_when_declared`);
+:func:`raw_warning` is the warning the engine adds to such a verdict.
 """
 
 import json
