@@ -1,0 +1,120 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``tools/run-glance``: a real Glance 33 API and a real Keystone on
+127.0.0.1, with glance_vsize (the options are in :func:`parser`)."""
+
+import argparse
+import os
+import subprocess
+import sys
+
+from . import REPO
+
+DESCRIPTION = '''\
+Run a REAL Glance API (gunicorn, Glance's keystone paste flavor and
+keystonemiddleware) beside a REAL Keystone (sqlite, fernet tokens), both on
+127.0.0.1, with glance_vsize enabled on both upload paths.  Development
+and testing only.
+
+DIR holds etc/ (Glance's config dir: the wheel's files + etc/*.patch + the
+lab's settings, rewritten on every start), glance.sqlite, images/,
+images-second/, staging/, tasks/, keystone/ (keystone.conf, its sqlite
+database and key repositories), log/ and the openrc files: openrc (admin),
+openrc-member (user demo, only the member role in project demo) and
+openrc-service (service-user, the service role).  A second start on the
+same DIR keeps the databases, images and passwords.
+
+Prints "Keystone ready at URL" and then "Glance API ready at URL" once both
+answer; stops both on SIGTERM or Ctrl-C.  While it runs, in another shell:
+
+  . DIR/openrc-member
+  .venv/bin/openstack image create --disk-format qcow2 \\
+      --container-format bare --file x.qcow2 name
+  .venv/bin/openstack image create --import --disk-format qcow2 \\
+      --container-format bare --file x.qcow2 name      # glance-direct
+
+Environment: RUN_GLANCE_PYTHON (python for the venv, default python3),
+RUN_GLANCE_READY_TIMEOUT (seconds, default 120).'''
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError('port out of range: %s' % text)
+    return port
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError('must be at least 1')
+    return n
+
+
+def _plugins(text: str) -> list:
+    names = [n.strip() for n in text.split(',') if n.strip()]
+    if not names or any(not n.replace('_', '').replace('-', '').isalnum()
+                        for n in names):
+        raise argparse.ArgumentTypeError(
+            'comma-separated plugin names, got %r' % text)
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='tools/run-glance', description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--port', type=_port, default=9292,
+                   help='Glance listens on 127.0.0.1:N (default 9292)')
+    p.add_argument('--keystone-port', type=_port, default=None,
+                   help='Keystone listens on 127.0.0.1:N (default: a free '
+                        'port)')
+    p.add_argument('--data-dir', default=os.path.join(REPO, '.glance-data'),
+                   metavar='DIR', help='state directory (default: '
+                                       '<repo>/.glance-data)')
+    p.add_argument('--workers', type=_positive, default=1,
+                   help="Glance's gunicorn worker processes (default 1); "
+                        'each runs the import tasks of the import calls it '
+                        'receives; staging/ is shared by all')
+    p.add_argument('--database', metavar='URL',
+                   help="SQLAlchemy URL of Glance's database (default: "
+                        'sqlite DIR/glance.sqlite, WAL, busy timeout); '
+                        'postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB '
+                        'installs psycopg2-binary when missing')
+    p.add_argument('--import-plugins', type=_plugins,
+                   default=['glance_vsize'], metavar='LIST',
+                   help='image_import_plugins, comma-separated (default '
+                        'glance_vsize), e.g. image_decompression,'
+                        'glance_vsize')
+    p.add_argument('--debug', action='store_true',
+                   help='Glance and Keystone debug logging')
+    p.add_argument('--no-vsize', action='store_true',
+                   help="the same lab WITHOUT glance_vsize: the wheel's "
+                        'files without etc/*.patch, no import plugin '
+                        '(tools/benchmark.py compares with it)')
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    # Imported here: --help works without the virtualenv.
+    from . import runner
+    try:
+        return runner.Lab(args).run()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        print('run-glance: %s' % e, file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,191 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Run Keystone and Glance for as long as this process lives."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+from . import glance_etc, identity, keystone, server, sqlite
+
+
+def say(text: str) -> None:
+    print('run-glance: ' + text, flush=True)
+
+
+class Lab:
+
+    def __init__(self, args):
+        self.args = args
+        self.data = os.path.abspath(args.data_dir)
+        self.bin = os.path.dirname(sys.executable)
+        self.cache = os.path.join(sys.prefix, 'lab-cache')
+        self.kdir = os.path.join(self.data, 'keystone')
+        self.logdir = os.path.join(self.data, 'log')
+        self.procs = []
+        self.stopping = False
+
+    # ------------------------------------------------------------ setup
+    def _dirs(self) -> None:
+        for name in ('etc', 'log', 'images', 'images-second', 'staging',
+                     'tasks', 'locks', 'keystone'):
+            os.makedirs(os.path.join(self.data, name), exist_ok=True)
+
+    def _database(self) -> str:
+        url = self.args.database
+        if url is None:
+            db = os.path.join(self.data, 'glance.sqlite')
+            if not os.path.exists(db):
+                sqlite.copy_db(self._glance_template(), db)
+            return sqlite.url(db)
+        if url.startswith(('postgresql:', 'postgresql+psycopg2:')):
+            self._psycopg2()
+        return url
+
+    def _glance_template(self) -> str:
+        version = metadata.version('glance')
+
+        def build(tmp: str) -> None:
+            db = os.path.join(tmp, 'glance.sqlite')
+            self._db_sync(sqlite.url(db), tmp)
+            sqlite.enable_wal(db)
+
+        return os.path.join(sqlite.cached(
+            self.cache, 'glance-%s' % version, build), 'glance.sqlite')
+
+    def _db_sync(self, url: str, etc: str) -> None:
+        conf = os.path.join(etc, 'glance-manage-lab.conf')
+        with open(conf, 'w') as f:
+            f.write('[database]\nconnection = %s\n' % url)
+        log = os.path.join(self.logdir, 'glance-manage.log')
+        with open(log, 'a') as out:
+            if subprocess.call([os.path.join(self.bin, 'glance-manage'),
+                                '--config-file', conf, 'db_sync'],
+                               stdout=out, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL):
+                raise RuntimeError('glance-manage db_sync failed (log: %s)'
+                                   % log)
+
+    def _psycopg2(self) -> None:
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            say('installing psycopg2-binary into %s' % sys.prefix)
+            with sqlite.locked(os.path.join(self.cache, '.pip-lock')):
+                subprocess.check_call([
+                    sys.executable, '-m', 'pip', 'install', '-q',
+                    '--disable-pip-version-check', 'psycopg2-binary'])
+
+    # ------------------------------------------------------------ run
+    def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.stop()
+
+    def _run(self) -> int:
+        a = self.args
+        t0 = time.monotonic()
+        self._dirs()
+        if server.answers(a.port):
+            raise RuntimeError('something already answers on 127.0.0.1:%d'
+                               % a.port)
+        kport = a.keystone_port or server.free_port()
+        auth_url = 'http://127.0.0.1:%d/v3' % kport
+        glance_url = 'http://127.0.0.1:%d' % a.port
+        template_pw = keystone.prepare(
+            self.bin, self.cache, metadata.version('keystone'), self.kdir,
+            self.logdir, a.debug)
+        passwords, _fresh = identity.passwords(self.kdir)
+        database = self._database()
+        if a.database is not None:
+            self._db_sync(database, os.path.join(self.data, 'etc'))
+        glance_etc.build(
+            os.path.join(self.data, 'etc'), self.data, vsize=not a.no_vsize,
+            database=database, import_plugins=a.import_plugins,
+            debug=a.debug, auth={
+                'www_authenticate_uri': auth_url, 'auth_url': auth_url,
+                'auth_type': 'password', 'username': 'glance',
+                'password': passwords['glance'], 'project_name': 'service',
+                'user_domain_name': identity.DOMAIN,
+                'project_domain_name': identity.DOMAIN,
+                'region_name': identity.REGION})
+        if a.no_vsize:
+            say('--no-vsize: glance_vsize is left out')
+        if a.database is None and a.workers > 1:
+            say('sqlite (WAL, busy timeout) with %d workers: writes queue '
+                'on one file; PostgreSQL (--database) scales' % a.workers)
+        say('configured in %.1f s' % (time.monotonic() - t0))
+
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log = lambda name: os.path.join(self.logdir, name)  # noqa: E731
+        t1 = time.monotonic()
+        kproc = self._start(server.gunicorn(
+            self.bin, keystone.WSGI_APP, kport, log('keystone-gunicorn.log'),
+            log('keystone-access.log'),
+            os.path.join(self.kdir, 'gunicorn.pid'),
+            dict(keystone.env(self.kdir), PYTHONPATH=os.path.dirname(
+                os.path.dirname(os.path.abspath(__file__))))))
+        gproc = self._start(server.gunicorn(
+            self.bin, 'glance.wsgi.api:application', a.port,
+            log('gunicorn.log'), log('access.log'),
+            os.path.join(self.data, 'gunicorn.pid'),
+            dict(os.environ,
+                 OS_GLANCE_CONFIG_DIR=os.path.join(self.data, 'etc')),
+            workers=a.workers))
+        timeout = float(os.environ.get('RUN_GLANCE_READY_TIMEOUT', 120))
+        server.wait_ready(kproc, kport, 'Keystone', timeout,
+                          [log('keystone-gunicorn.log'), log('keystone.log')])
+        identity.setup(auth_url, glance_url, self.kdir, template_pw)
+        keystone.admin_password_set(self.kdir)
+        identity.write_openrc(self.data, auth_url, passwords)
+        say('Keystone started in %.1f s' % (time.monotonic() - t1))
+        print('Keystone ready at %s' % auth_url, flush=True)
+        server.wait_ready(gproc, a.port, 'Glance', timeout,
+                          [log('gunicorn.log'), log('glance-api.log')])
+        say('started in %.1f s (%.1f s in all); logs in %s; openrc: '
+            '%s/openrc-member (member), %s/openrc (admin)'
+            % (time.monotonic() - t1, time.monotonic() - t0, self.logdir,
+               self.data, self.data))
+        print('Glance API ready at %s' % glance_url, flush=True)
+        return self._watch()
+
+    def _start(self, proc):
+        self.procs.append(proc)
+        return proc
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True
+        raise SystemExit(0)
+
+    def _watch(self) -> int:
+        while True:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    say('%s exited (%s); stopping'
+                        % (proc.args[-1], proc.returncode))
+                    return 1
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            server.stop(proc)
