@@ -11,10 +11,14 @@
 #    under the License.
 
 
-"""A real Glance API for functional tests: tools/run-glance in a temporary
-data directory on a free loopback port, driven over HTTP and with the
-openstack CLI of the project's virtualenv."""
+"""A real Glance API beside a real Keystone for functional tests:
+tools/run-glance in a temporary data directory on free loopback ports,
+driven over HTTP with a Keystone token and with the openstack CLI of the
+project's virtualenv, as the lab's member user (``DIR/openrc-member``:
+only the member role in its project) unless a test asks for the admin
+(:meth:`Glance.as_admin`)."""
 
+import copy
 import http.client
 import json
 import os
@@ -22,7 +26,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -36,19 +42,38 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Glance:
-    """One running Glance API (``tools/run-glance``) and how to talk to it."""
+def read_openrc(path):
+    """The OS_* variables an openrc file of run-glance exports."""
+    env = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith('export ') and '=' in line:
+                key, value = line[len('export '):].strip().split('=', 1)
+                env[key] = value
+    return env
 
-    def __init__(self, data_dir, port=None, extra_args=()):
+
+class Glance:
+    """One running Glance API and Keystone (``tools/run-glance``) and how
+    to talk to them, as the user of ``openrc`` (default: the member)."""
+
+    #: Tokens are renewed well before Keystone's one hour.
+    TOKEN_LIFE = 1800
+
+    def __init__(self, data_dir, port=None, extra_args=(),
+                 openrc='openrc-member'):
         self.data_dir = str(data_dir)
         self.port = port or free_port()
         self.endpoint = 'http://127.0.0.1:%d' % self.port
+        self.openrc = openrc
+        self._auth = {'lock': threading.Lock()}
         self.proc = subprocess.Popen(
             [os.path.join(REPO, 'tools', 'run-glance'), '--port',
              str(self.port), '--data-dir', self.data_dir] + list(extra_args),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output = []
-        deadline = time.monotonic() + 300
+        self.started = time.monotonic()
+        deadline = self.started + 300
         for line in self.proc.stdout:
             self.output.append(line)
             if line.startswith('Glance API ready at'):
@@ -57,14 +82,71 @@ class Glance:
                 break
         else:
             raise RuntimeError('run-glance failed:\n' + ''.join(self.output))
+        self.started = time.monotonic() - self.started
+        # Keep reading run-glance's output so that it never blocks on a
+        # full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.output.append(line)
 
     def stop(self):
+        """Stop run-glance: Glance and Keystone."""
         self.proc.terminate()
         try:
-            self.proc.wait(60)
+            self.proc.wait(90)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def as_admin(self):
+        """The same Glance, with requests and CLI calls made as the lab's
+        admin (``DIR/openrc``)."""
+        return self.as_user('openrc')
+
+    def as_user(self, openrc):
+        other = copy.copy(self)
+        other.openrc = openrc
+        other._auth = {'lock': threading.Lock()}
+        return other
+
+    # Keystone --------------------------------------------------------------
+    def credentials(self):
+        """The OS_* environment of this view's openrc file."""
+        return read_openrc(os.path.join(self.data_dir, self.openrc))
+
+    def token(self):
+        """A project-scoped Keystone token of this view's user."""
+        with self._auth['lock']:
+            if time.monotonic() - self._auth.get('at', -1e9) < \
+                    self.TOKEN_LIFE:
+                return self._auth['token']
+            env = self.credentials()
+            body = json.dumps({'auth': {
+                'identity': {'methods': ['password'], 'password': {'user': {
+                    'name': env['OS_USERNAME'],
+                    'password': env['OS_PASSWORD'],
+                    'domain': {'name': env['OS_USER_DOMAIN_NAME']}}}},
+                'scope': {'project': {
+                    'name': env['OS_PROJECT_NAME'],
+                    'domain': {'name': env['OS_PROJECT_DOMAIN_NAME']}}}}})
+            req = urllib.request.Request(
+                env['OS_AUTH_URL'] + '/auth/tokens', data=body.encode(),
+                headers={'Content-Type': 'application/json'})
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                self._auth['token'] = resp.headers['X-Subject-Token']
+                reply = json.load(resp)
+            self._auth['project_id'] = reply['token']['project']['id']
+            self._auth['at'] = time.monotonic()
+            return self._auth['token']
+
+    def project_id(self):
+        self.token()
+        return self._auth['project_id']
+
+    def auth_headers(self):
+        return {'X-Auth-Token': self.token()}
 
     # Directories the tests check for leftovers.
     def files_in(self, name):
@@ -80,7 +162,8 @@ class Glance:
         conn = http.client.HTTPConnection('127.0.0.1', self.port,
                                           timeout=timeout)
         try:
-            headers = headers or {}
+            headers = dict(headers or {})
+            headers.setdefault('X-Auth-Token', self.token())
             conn.request(method, path, body=body, headers=headers,
                          encode_chunked='Transfer-Encoding' in headers)
             resp = conn.getresponse()
@@ -154,11 +237,9 @@ class Glance:
 
     # openstack CLI ---------------------------------------------------------
     def openstack(self, *args):
-        env = dict(os.environ, OS_AUTH_TYPE='none',
-                   OS_ENDPOINT=self.endpoint, OS_IMAGE_API_VERSION='2')
-        for key in ('OS_CLOUD', 'OS_AUTH_URL', 'OS_TOKEN', 'OS_USERNAME',
-                    'OS_PASSWORD', 'OS_PROJECT_NAME'):
-            env.pop(key, None)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith('OS_')}
+        env.update(self.credentials())
         return subprocess.run(
             [shutil.which('openstack', path=VENV_BIN) or 'openstack'] +
             list(args), capture_output=True, text=True, env=env,

@@ -76,7 +76,8 @@ def _served(glance, image_id, action, timeout=60):
 def _disconnect(glance, image_id, action, data, cut, chunked):
     """Send the headers and ``data[:cut]``, then close the connection."""
     head = ('PUT /v2/images/%s/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n'
-            'Content-Type: application/octet-stream\r\n' % (image_id, action))
+            'Content-Type: application/octet-stream\r\n'
+            'X-Auth-Token: %s\r\n' % (image_id, action, glance.token()))
     if chunked:
         head += 'Transfer-Encoding: chunked\r\n\r\n'
         body = b'%x\r\n%s\r\n' % (cut, data[:cut])
@@ -97,8 +98,9 @@ def _put(glance, image_id, action, path):
         data = f.read()
     head = ('PUT /v2/images/%s/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n'
             'Content-Type: application/octet-stream\r\n'
+            'X-Auth-Token: %s\r\n'
             'Content-Length: %d\r\nConnection: close\r\n\r\n'
-            % (image_id, action, len(data)))
+            % (image_id, action, glance.token(), len(data)))
     with socket.create_connection(('127.0.0.1', glance.port), 60) as s:
         try:
             s.sendall(head.encode() + data)

@@ -89,8 +89,14 @@ def filter_stack_cpu(header, total=GiB, chunk=64 * KiB, runs=5):
 
 
 def run_glance_supports_no_vsize():
-    with open(os.path.join(REPO, 'tools', 'run-glance')) as f:
-        return '--no-vsize' in f.read()
+    for path in (('tools', 'run-glance'), ('tools', 'lab', 'cli.py')):
+        try:
+            with open(os.path.join(REPO, *path)) as f:
+                if '--no-vsize' in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+    return False
 
 
 class E2EImages:

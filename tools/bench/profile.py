@@ -37,7 +37,6 @@ _FRAME = re.compile(r'^(?P<func>.*) \((?P<path>[^()]*?)(?::\d+)?\)$')
 #: glance_vsize frames that only pass the request on to Glance.
 _PASS_ON = {
     ('VirtualSizeMiddleware.__call__', 'glance_vsize/glance/middleware.py'),
-    ('DevIdentityMiddleware.__call__', 'glance_vsize/glance/devauth.py'),
 }
 #: What glance_vsize's readers read from: the WSGI server's request body
 #: (gunicorn), which Glance reads without glance_vsize too.

@@ -24,9 +24,10 @@ def http_put(glance, path, body, length):
     conn = http.client.HTTPConnection('127.0.0.1', glance.port, timeout=900,
                                       blocksize=MiB)
     try:
-        conn.request('PUT', path, body=body, headers={
-            'Content-Type': 'application/octet-stream',
-            'Content-Length': str(length)})
+        conn.request('PUT', path, body=body, headers=dict(
+            glance.auth_headers(),
+            **{'Content-Type': 'application/octet-stream',
+               'Content-Length': str(length)}))
         resp = conn.getresponse()
         data = resp.read()
     finally:

@@ -1,0 +1,79 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""tools/run-glance's lab as a whole: Glance authenticates with the real
+Keystone beside it, a member cannot act as an admin, stopping run-glance
+stops both services, and a second start on the same data dir keeps users,
+passwords and images."""
+
+import json
+import os
+import urllib.error
+import urllib.request
+
+from tests.functional import glance as glance_mod
+
+
+def _answers(url):
+    try:
+        urllib.request.urlopen(url, timeout=5)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def test_identity_stop_and_restart_on_the_same_dir(tmp_path):
+    data = tmp_path / 'lab'
+    glance = glance_mod.Glance(data)
+    try:
+        auth_url = glance.credentials()['OS_AUTH_URL']
+        # No token, a wrong token: Glance (keystonemiddleware) says 401.
+        status, _ = glance.request('GET', '/v2/images',
+                                   headers={'X-Auth-Token': ''})
+        assert status == 401
+        status, _ = glance.request('GET', '/v2/images',
+                                   headers={'X-Auth-Token': 'not-a-token'})
+        assert status == 401
+        # The member owns what it creates; public images are for admins.
+        image_id = glance.create('raw')
+        assert glance.show(image_id)['owner'] == glance.project_id()
+        status, body = glance.json('POST', '/v2/images', {
+            'name': 'public', 'disk_format': 'raw',
+            'container_format': 'bare', 'visibility': 'public'})
+        assert status == 403, body
+        assert glance.as_admin().project_id() != glance.project_id()
+        # The CLI finds Glance in Keystone's catalog.
+        proc = glance.openstack('image', 'show', '-f', 'json', image_id)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)['id'] == image_id
+        with open(data / 'openrc-member') as f:
+            openrc = f.read()
+    finally:
+        glance.stop()
+    assert not _answers(auth_url), 'Keystone still answers after stop'
+    assert not _answers(glance.endpoint)
+
+    again = glance_mod.Glance(data)
+    try:
+        with open(data / 'openrc-member') as f:
+            reopened = f.read()
+        # Same users and passwords (only the Keystone port may move).
+        assert [line for line in reopened.splitlines()
+                if 'OS_AUTH_URL' not in line] == [
+            line for line in openrc.splitlines() if 'OS_AUTH_URL' not in line]
+        assert again.show(image_id)['status'] == 'queued'
+    finally:
+        again.stop()
+    assert os.path.exists(data / 'keystone' / 'keystone.sqlite')
