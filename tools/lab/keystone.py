@@ -37,12 +37,7 @@ WSGI_APP = 'lab.keystone_wsgi:application'
 TEMPLATE_URL = 'http://127.0.0.1:1/v3'
 
 
-def write_conf(kdir: str, logdir: Optional[str], debug: bool) -> str:
-    """keystone.conf for a Keystone whose state lives in ``kdir``."""
-    conf = os.path.join(kdir, 'keystone.conf')
-    keys = os.path.join(kdir, 'fernet-keys')
-    with open(conf, 'w') as f:
-        f.write('''\
+_CONF = '''\
 # Written by tools/run-glance (lab only); rewritten on every start.
 [DEFAULT]
 debug = %(debug)s
@@ -66,11 +61,21 @@ key_repository = %(creds)s
 [identity]
 # bcrypt's fewest rounds: every token request checks a password (lab only).
 password_hash_rounds = 4
-''' % {'debug': debug,
-       'log': 'log_file = %s\n' % os.path.join(logdir, 'keystone.log')
-       if logdir else '',
-       'db': sqlite.url(os.path.join(kdir, 'keystone.sqlite')),
-       'keys': keys, 'creds': os.path.join(kdir, 'credential-keys')})
+'''
+
+
+def write_conf(kdir: str, logdir: Optional[str], debug: bool) -> str:
+    """keystone.conf for a Keystone whose state lives in ``kdir``."""
+    conf = os.path.join(kdir, 'keystone.conf')
+    keys = os.path.join(kdir, 'fernet-keys')
+    values = {
+        'debug': debug,
+        'log': 'log_file = %s\n' % os.path.join(logdir, 'keystone.log')
+        if logdir else '',
+        'db': sqlite.url(os.path.join(kdir, 'keystone.sqlite')),
+        'keys': keys, 'creds': os.path.join(kdir, 'credential-keys')}
+    with open(conf, 'w') as f:
+        f.write(_CONF % values)
     return conf
 
 

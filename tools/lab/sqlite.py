@@ -12,17 +12,23 @@
 
 """The embedded sqlite databases of the lab (Glance's and Keystone's).
 
-Two settings make them hold under concurrent requests (gunicorn threads,
-import tasks in Glance's thread pool, Keystone beside them):
+Three settings make them hold under concurrent requests (gunicorn
+threads, import tasks in Glance's thread pool, Keystone beside them):
 
 * WAL journal mode: readers no longer block the writer nor the writer
   the readers.  SQLite records it in the database file itself, so it is
   set once, on the template every lab database is copied from.
 * a busy timeout of ``BUSY_TIMEOUT`` seconds, in the SQLAlchemy URL
-  (``?timeout=``, passed by SQLAlchemy's pysqlite dialect to
+  (``timeout=``, passed by SQLAlchemy's pysqlite dialect to
   ``sqlite3.connect``; oslo.db keeps the URL's query): a writer waits for
-  the other writers instead of failing with "database is locked" after
-  Python's default of 5 s.
+  the others instead of failing after Python's default of 5 s.
+* ``plugin=lab_sqlite_immediate`` in the URL (``sqlite_plugin/``, a
+  SQLAlchemy plugin that tools/run-glance installs into the venv):
+  transactions begin IMMEDIATE.  WAL and the timeout alone are not
+  enough: Glance's image_update reads, then writes, in a deferred
+  transaction, and SQLite fails such a write at once, without waiting,
+  when another connection wrote in between (16 concurrent stages gave
+  HTTP 500 "database is locked").
 
 A synced database is cached per virtualenv (``<venv>/lab-cache``) and
 copied into each data dir, so a new lab does not pay for ``db_sync``.
@@ -37,11 +43,14 @@ import tempfile
 from typing import Callable
 
 BUSY_TIMEOUT = 60
+#: tools/lab/sqlite_plugin (entry point group sqlalchemy.plugins).
+PLUGIN = 'lab_sqlite_immediate'
 
 
 def url(path: str) -> str:
     """SQLAlchemy URL of the sqlite file at ``path``, with the timeout."""
-    return 'sqlite:///%s?timeout=%d' % (os.path.abspath(path), BUSY_TIMEOUT)
+    return 'sqlite:///%s?timeout=%d&plugin=%s' % (
+        os.path.abspath(path), BUSY_TIMEOUT, PLUGIN)
 
 
 def enable_wal(path: str) -> None:
