@@ -314,7 +314,7 @@ class VirtualSizeMiddleware:
 
 
 def filter_factory(global_conf, **local_conf):
-    """Paste ``filter_factory``; see etc/glance-api-paste.ini.sample."""
+    """Paste ``filter_factory``; see etc/glance-api-paste.ini.patch."""
     def _filter(app):
         return VirtualSizeMiddleware(app)
     return _filter
