@@ -13,11 +13,13 @@
 
 """tools/run-glance's lab as a whole: Glance authenticates with the real
 Keystone beside it, a member cannot act as an admin, stopping run-glance
-stops both services, and a second start on the same data dir keeps users,
-passwords and images."""
+stops both services, its config passes glance-vsize-status, and a
+second start on the same data dir keeps users, passwords and images."""
 
 import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -60,6 +62,14 @@ def test_identity_stop_and_restart_on_the_same_dir(tmp_path):
         assert json.loads(proc.stdout)['id'] == image_id
         with open(data / 'openrc-member') as f:
             openrc = f.read()
+        # run-glance's config dir (the wheel's files + etc/*.patch) passes
+        # the wiring check a deployer runs.
+        status = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable),
+                          'glance-vsize-status'), 'upgrade', 'check',
+             '--config-dir', str(data / 'etc')],
+            capture_output=True, text=True, timeout=300)
+        assert status.returncode == 0, status.stdout + status.stderr
     finally:
         glance.stop()
     assert not _answers(auth_url), 'Keystone still answers after stop'
