@@ -22,6 +22,7 @@ import subprocess
 import pytest
 
 import glance_vsize
+from glance_vsize import ranged as glance_ranged
 
 #: The chunk sizes every streaming check runs with (the issue's four).
 CHUNK_SIZES = (512, 4096 + 7, 65536, 1 << 20)
@@ -89,10 +90,25 @@ def stream(path, disk_format=None, chunk_size=65536, policy=None,
     return reader.result
 
 
+def ranged(path, disk_format=None, policy=None, container_format=None):
+    """Inspect ``path`` by ranged reads (:mod:`glance_vsize.ranged`);
+    returns the :class:`~glance_vsize.ranged.RangedInspection`."""
+    with open(path, 'rb') as f:
+        fd = f.fileno()
+        return glance_ranged.inspect_image(
+            os.fstat(fd).st_size,
+            read_at=lambda offset, length: os.pread(fd, length, offset),
+            disk_format=disk_format, container_format=container_format,
+            policy=policy)
+
+
 def all_modes(path, disk_format=None, policy=None, container_format=None):
-    """Yield ``(mode, Inspection)``: seekable, then every chunk size."""
+    """Yield ``(mode, Inspection)``: seekable, ranged, then every chunk
+    size."""
     yield 'seekable', glance_vsize.inspect_file(
         str(path), disk_format, policy, container_format=container_format)
+    yield 'ranged', ranged(path, disk_format, policy,
+                           container_format).inspection
     for size in CHUNK_SIZES:
         yield 'stream/%d' % size, stream(path, disk_format, size, policy,
                                          container_format)
