@@ -16,6 +16,9 @@
 ``glance-vsize inspect [--disk-format FMT] [--container-format FMT]
 [--json] PATH|-``
 
+``glance-vsize backfill --config-dir DIR ...``: see
+:mod:`glance_vsize.cmd.backfill`.
+
 A path is inspected in seekable mode (a non-bare container is streamed
 through from start to end); ``-`` reads standard input in streaming mode.
 With ``--container-format ova`` or ``compressed`` the disk image inside
@@ -28,6 +31,7 @@ import argparse
 import json
 import sys
 
+from glance_vsize.cmd import backfill
 from glance_vsize import containers
 from glance_vsize import inspection
 from glance_vsize import registry
@@ -70,6 +74,7 @@ def _parser():
                      metavar='FMT',
                      help='also accept this detected format (e.g. qed, '
                           'luks), which Glance has no disk_format for')
+    backfill.add_parser(sub)
     return parser
 
 
@@ -109,6 +114,8 @@ def _print(result, as_json, out):
 def main(argv=None, stdin=None, stdout=None):
     args = _parser().parse_args(argv)
     stdout = stdout or sys.stdout
+    if args.command == 'backfill':
+        return backfill.run(args, stdout)
     policy = inspection.Policy(
         vhd_size_rule=args.vhd_size_rule,
         allowed_formats=inspection.GLANCE_DISK_FORMATS | set(
