@@ -72,7 +72,7 @@ def find_store(url: str, metadata: dict, conf):
             # A location recorded before multi-store: the first backend
             # whose driver reads its scheme.
             scheme = _scheme(url)
-            for name in conf.enabled_backends:
+            for name in list(conf.enabled_backends):
                 store = multi_backend.get_store_from_store_identifier(name)
                 if scheme in store.get_schemes():
                     backend = name
@@ -114,7 +114,7 @@ class _HttpRanges:
         self.session.verify = ca_bundle if ca_bundle else \
             not conf.https_insecure
         self.session.proxies = conf.http_proxy_information
-        self.url = loc.get_uri()
+        self.url = loc.get_store_uri()
 
     def read_at(self, offset: int, length: int) -> bytes:
         headers = {'Range': 'bytes=%d-%d' % (offset, offset + length - 1),
@@ -180,12 +180,14 @@ def how(store) -> str:
 def inspect_location(url: str, metadata: dict, length: int,
                      disk_format: typing.Optional[str],
                      container_format: typing.Optional[str],
-                     policy: inspection.Policy, conf, context=None
-                     ) -> ranged.RangedInspection:
+                     policy: inspection.Policy, conf, context=None,
+                     stream: bool = True) -> ranged.RangedInspection:
     """Inspect the image at one location of an image.
 
     :param length: the image's size (Glance's ``size``; the store's own
         size when Glance has none).
+    :param stream: read the image from start to end when it cannot be
+        read by ranges; else raise :class:`NoRanges`.
     :raises: the store's errors (not found, unreachable), and
         :class:`~glance_vsize.ranged.RangedReadError`.
     """
@@ -206,8 +208,13 @@ def inspect_location(url: str, metadata: dict, length: int,
             return ranged.inspect_ranged(reader.read_at, length,
                                          disk_format, policy)
         except NoRanges as exc:
+            if not stream:
+                raise
             LOG.info('%s; reading it whole', exc)
         finally:
             reader.close()
+    if not stream:
+        raise NoRanges('%s images in a %s store cannot be read by ranges'
+                       % (container_format, mode))
     return ranged.inspect_streamed(_streamed(store, loc, context),
                                    disk_format, policy, container_format)
