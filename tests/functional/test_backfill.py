@@ -1,0 +1,189 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""``glance-vsize backfill`` on the catalogue of a Glance that ran without
+glance_vsize: every disk format, ova and compressed containers, and an
+unsafe qcow2 that Glance 33 accepts."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests import containergen
+from tests.functional import glance as glance_mod
+from tests import helpers
+
+G = 1 << 30
+MiB = 1 << 20
+#: The issue's bound on what backfill reads of an image not in a container.
+BUDGET = 2 * MiB
+CLI = os.path.join(glance_mod.VENV_BIN, 'glance-vsize')
+
+
+@pytest.fixture(scope='module')
+def glance(tmp_path_factory):
+    api = glance_mod.Glance(tmp_path_factory.mktemp('glance-novsize'),
+                            extra_args=['--no-vsize'])
+    yield api
+    api.stop()
+
+
+def backfill(glance, *args):
+    """Run the command on the deployment's own configuration; returns
+    (exit status, {image id: report}, stderr)."""
+    proc = subprocess.run(
+        [CLI, 'backfill', '--config-dir', os.path.join(glance.data_dir,
+                                                       'etc'),
+         '--json'] + list(args), capture_output=True, text=True,
+        timeout=600)
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    return proc.returncode, {row['id']: row for row in rows}, proc.stderr
+
+
+def _extra_images(out):
+    """(name, path, disk_format, container_format, qemu-img's size or
+    None for an unsafe image)."""
+    helpers.create(out / 'v3.qcow2', 'qcow2', G)
+    # Header length past its 64 KiB cluster: qemu-img cannot open it;
+    # Glance 33 makes it active with 1 GiB.
+    unsafe = helpers.mutated_copy(out / 'v3.qcow2', out / 'hdrlen.qcow2',
+                                  [(100, '>I', 65544)])
+    assert helpers.qemu_info(unsafe, 'qcow2') is None
+    yield 'hdrlen.qcow2', unsafe, 'qcow2', 'bare', None
+    pkg = out / 'pkg'
+    pkg.mkdir()
+    boot = helpers.create(pkg / 'boot.vmdk', 'vmdk', 20 * G,
+                          'subformat=streamOptimized')
+    size = helpers.qemu_info(boot, 'vmdk')['virtual-size']
+    ova = containergen.ova(out / 'vm.ova', pkg, [
+        ('boot.vmdk', size, containergen.VMDK_STREAM)])
+    yield 'vm.ova', ova, 'vmdk', 'ova', size
+    data = helpers.create(out / 'data.qcow2', 'qcow2', 3 * G + 512)
+    for tool in ('gzip', 'xz'):
+        yield ('data.qcow2.' + tool, containergen.compress(data, tool),
+               'qcow2', 'compressed', 3 * G + 512)
+
+
+@pytest.fixture(scope='module')
+def catalogue(glance, corpus, tmp_path_factory):
+    """{image id: (name, disk_format, container_format, qemu-img size or
+    None)}: the images Glance without glance_vsize made active."""
+    outdir, entries = corpus
+    cases = [(e['file'], os.path.join(outdir, e['file']), e['disk_format'],
+              'bare', e['virtual_size'] if e['safe'] else None)
+             for e in entries if e['disk_format'] != 'qed']
+    cases += list(_extra_images(tmp_path_factory.mktemp('extra')))
+    made = {}
+    for name, path, disk, container, size in cases:
+        image_id = glance.create(disk, container, name=name)
+        glance.upload(image_id, path)
+        if glance.show(image_id)['status'] == 'active':
+            made[image_id] = (name, disk, container, size)
+    names = {name for name, *_ in made.values()}
+    assert {'hdrlen.qcow2', 'vm.ova', 'data.qcow2.gzip', 'hybrid.iso',
+            'data-vhd-fixed.vhd', 'data-ploop-default.ploop'} <= names
+    return made
+
+
+def test_backfill_sets_qemu_img_sizes_and_reports_unsafe_images(
+        glance, catalogue):
+    nulls = {i for i in catalogue if glance.show(i)['virtual_size'] is None}
+    assert nulls, 'Glance alone left no virtual_size null'
+    unsafe_id = next(i for i, c in catalogue.items()
+                     if c[0] == 'hdrlen.qcow2')
+    glance_said = glance.show(unsafe_id)['virtual_size']
+
+    # --dry-run: the same report, nothing written.
+    status, dry, err = backfill(glance, '--dry-run')
+    assert set(dry) == nulls
+    assert {i for i in nulls if glance.show(i)['virtual_size'] is None} \
+        == nulls
+
+    # The images whose virtual_size is null.
+    status, report, err = backfill(glance)
+    assert set(report) == nulls
+    misses = []
+    for image_id, row in report.items():
+        name, disk, container, want = catalogue[image_id]
+        assert (row['disk_format'], row['container_format']) == (
+            disk, container)
+        assert row['action'] == dry[image_id]['action'], name
+        if container == 'bare' and row['bytes_read'] > BUDGET:
+            misses.append('%s: read %d bytes' % (name, row['bytes_read']))
+        if want is None:
+            continue
+        if (row['action'], row['virtual_size'], row['old_virtual_size'],
+                row['safe']) != ('set', want, None, True):
+            misses.append('%s: %s, qemu-img says %d' % (name, row, want))
+        elif glance.show(image_id)['virtual_size'] != want:
+            misses.append('%s: Glance shows %s' % (
+                name, glance.show(image_id)['virtual_size']))
+    assert misses == []
+    assert status == (3 if unsafe_id in nulls else 0), err
+
+    # --all: also the sizes Glance got wrong (a hybrid ISO, an odd-length
+    # raw disk), and the unsafe image Glance made active with a size.
+    status, report, err = backfill(glance, '--all', '--concurrency', '2')
+    assert status == 3, err
+    assert set(report) == set(catalogue)
+    for image_id, (name, _disk, container, want) in catalogue.items():
+        row = report[image_id]
+        if container == 'bare':
+            assert row['bytes_read'] <= BUDGET, (name, row)
+        if want is not None:
+            assert glance.show(image_id)['virtual_size'] == want, name
+            assert row['action'] in ('set', 'unchanged'), (name, row)
+    assert {catalogue[i][0] for i, row in report.items()
+            if row['action'] == 'set'} >= {'hybrid.iso', 'raw-odd.raw'}
+    unsafe = [row for row in report.values() if row['action'] == 'unsafe']
+    assert [row['id'] for row in unsafe] == [unsafe_id]
+    assert 'header_length' in unsafe[0]['failures']
+    assert (unsafe[0]['safe'], unsafe[0]['virtual_size']) == (False, None)
+    # Reported, and otherwise left alone.
+    assert glance.show(unsafe_id)['virtual_size'] == glance_said
+
+    # Idempotent: a second run sets nothing.
+    status, again, err = backfill(glance)
+    assert (status, again) == (0, {}), err
+    status, again, err = backfill(glance, '--all')
+    assert status == 3, err
+    assert {row['action'] for row in again.values()} == {'unchanged',
+                                                         'unsafe'}
+
+
+def test_backfill_named_images_and_table(glance, catalogue):
+    image_id = next(i for i, c in catalogue.items() if c[0] == 'vm.ova')
+    proc = subprocess.run(
+        [CLI, 'backfill', '--config-dir', os.path.join(glance.data_dir,
+                                                       'etc'),
+         '--image', image_id], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()
+    assert header.split()[:3] == ['id', 'disk_format', 'container_format']
+    assert row.split()[:3] == [image_id, 'vmdk', 'ova']
+    assert '1 images' in proc.stderr
+
+
+def test_backfill_skips_images_gone_and_reports_config_errors(
+        glance, tmp_path):
+    status, report, _err = backfill(glance, '--image', 'no-such-image')
+    assert status == 0
+    assert report['no-such-image']['action'] == 'skipped'
+    proc = subprocess.run([CLI, 'backfill', '--config-dir', str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert 'glance-api.conf' in proc.stderr
+    proc = subprocess.run([CLI, 'backfill'], capture_output=True, text=True)
+    assert proc.returncode == 2
