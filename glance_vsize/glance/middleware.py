@@ -49,6 +49,7 @@ import glance_vsize
 from glance_vsize import conf as vsize_conf
 from glance_vsize.glance import common
 from glance_vsize.glance import guard
+from glance_vsize.glance import locations
 
 LOG = logging.getLogger(__name__)
 
@@ -201,6 +202,10 @@ class VirtualSizeMiddleware:
         vsize_conf.register_opts(conf)
 
     def __call__(self, environ, start_response):
+        handled = locations.dispatch(environ, start_response, self.app,
+                                     self.conf)
+        if handled is not None:         # a location added to an image
+            return handled
         match = None
         method = environ.get('REQUEST_METHOD')
         if method == 'PUT':

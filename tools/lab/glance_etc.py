@@ -60,7 +60,9 @@ def build(etc: str, data: str, *, vsize: bool, database: str,
         'DEFAULT': {
             'debug': debug,
             'log_file': d('log/glance-api.log'),
-            'enabled_backends': 'local:file, second:file',
+            # web: the read-only http store, for images added by
+            # location (http URLs).
+            'enabled_backends': 'local:file, second:file, web:http',
             'enabled_import_methods': '[glance-direct,web-download,'
                                       'copy-image]',
             # Unified limits are a deployment choice; not the lab's.

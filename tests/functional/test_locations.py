@@ -1,0 +1,139 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""Images added by location (``POST /v2/images/{id}/locations``) over
+http, from a local server on 127.0.0.1, in a real Glance with
+glance_vsize: qemu-img's virtual size by ranged reads; unsafe locations
+refused before Glance records them."""
+
+import time
+
+import pytest
+
+from tests.functional import glance as glance_mod
+from tests import helpers
+from tests import rangeserver
+
+G = 1 << 30
+MiB = 1 << 20
+
+
+@pytest.fixture(scope='module')
+def glance(tmp_path_factory):
+    api = glance_mod.Glance(tmp_path_factory.mktemp('glance-locations'))
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    """A directory of images: name -> (disk_format, qemu-img's size)."""
+    out = tmp_path_factory.mktemp('served')
+    images = {}
+    for name, fmt, size, opts in (
+            ('big.qcow2', 'qcow2', 900 * G, ''),
+            ('disk.vhd', 'vhd', 10 * G, ''),
+            ('disk.vmdk', 'vmdk', 20 * G, 'subformat=streamOptimized'),
+            ('disk.vhdx', 'vhdx', 5 * G, ''),
+            ('base.qcow2', 'qcow2', G, '')):
+        helpers.create(out / name, fmt, size, opts)
+        images[name] = (fmt, helpers.qemu_info(out / name, fmt)[
+            'virtual-size'])
+    helpers.create(out / 'child.qcow2', 'qcow2', G,
+                   'backing_file=base.qcow2,backing_fmt=qcow2')
+    return out, images
+
+
+def add_location(glance, image_id, url):
+    return glance.json('POST', '/v2/images/%s/locations' % image_id,
+                       {'url': url})
+
+
+def wait_for(glance, image_id, predicate, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        image = glance.show(image_id)
+        if predicate(image) or time.monotonic() > deadline:
+            return image
+        time.sleep(0.2)
+
+
+def _ranged_bytes(server):
+    return sum(length for req in server.requests if req is not None
+               for length in [req[1]])
+
+
+@helpers.requires_qemu_img
+def test_location_over_http_gets_qemu_img_size(glance, served):
+    out, images = served
+    with rangeserver.RangeServer(out) as server:
+        for name, (fmt, want) in images.items():
+            before = _ranged_bytes(server)
+            image_id = glance.create(fmt)
+            status, body = add_location(glance, image_id, server.url(name))
+            assert status == 202, body
+            image = wait_for(glance, image_id,
+                             lambda i: i['virtual_size'] is not None)
+            assert (image['status'], image['virtual_size']) == (
+                'active', want), name
+            # Checked before Glance accepts it and read again after: two
+            # inspections of at most 2 MiB each, by ranges.
+            assert _ranged_bytes(server) - before <= 2 * 2 * MiB, name
+
+
+@helpers.requires_qemu_img
+def test_unsafe_location_is_refused_before_glance_records_it(glance,
+                                                             served):
+    out, _images = served
+    with rangeserver.RangeServer(out) as server:
+        image_id = glance.create('qcow2')
+        status, body = add_location(glance, image_id,
+                                    server.url('child.qcow2'))
+    assert status == 400, body
+    assert 'backing_file' in body['message']
+    assert 'refused by glance_vsize' in body['message']
+    image = glance.show(image_id)
+    assert (image['status'], image['virtual_size']) == ('queued', None)
+    assert 'refused by glance_vsize' in glance.log()
+
+
+@helpers.requires_qemu_img
+def test_server_without_ranges_is_read_as_a_stream(glance, served):
+    out, images = served
+    fmt, want = images['disk.vhd']
+    with rangeserver.RangeServer(out, ranges=False) as server:
+        image_id = glance.create(fmt)
+        status, body = add_location(glance, image_id,
+                                    server.url('disk.vhd'))
+        assert status == 202, body
+        image = wait_for(glance, image_id,
+                         lambda i: i['virtual_size'] is not None)
+    assert (image['status'], image['virtual_size']) == ('active', want)
+
+
+@helpers.requires_qemu_img
+def test_unsafe_data_read_only_after_glance_accepted_it_is_deactivated(
+        glance, served):
+    """A server without ranges: nothing is read before Glance accepts the
+    location; read whole afterwards, the image is found unsafe."""
+    out, _images = served
+    with rangeserver.RangeServer(out, ranges=False) as server:
+        image_id = glance.create('qcow2')
+        status, body = add_location(glance, image_id,
+                                    server.url('child.qcow2'))
+        assert status == 202, body
+        image = wait_for(glance, image_id,
+                         lambda i: i['status'] == 'deactivated')
+    assert (image['status'], image['virtual_size']) == ('deactivated', None)
+    assert 'backing_file' in glance.log()
+    assert 'is deactivated' in glance.log()
