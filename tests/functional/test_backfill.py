@@ -18,6 +18,7 @@ unsafe qcow2 that Glance 33 accepts."""
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -187,3 +188,32 @@ def test_backfill_skips_images_gone_and_reports_config_errors(
     assert 'glance-api.conf' in proc.stderr
     proc = subprocess.run([CLI, 'backfill'], capture_output=True, text=True)
     assert proc.returncode == 2
+
+
+@helpers.requires_qemu_img
+def test_backfill_reads_an_http_location_by_ranges(glance, tmp_path):
+    """Glance alone leaves an image added by location over http without a
+    virtual size; backfill reads it with Range requests."""
+    from tests import rangeserver
+    path = helpers.create(tmp_path / 'big.qcow2', 'qcow2', 900 * G)
+    want = helpers.qemu_info(path, 'qcow2')['virtual-size']
+    with rangeserver.RangeServer(tmp_path) as server:
+        image_id = glance.create('qcow2')
+        status, body = glance.json(
+            'POST', '/v2/images/%s/locations' % image_id,
+            {'url': server.url('big.qcow2')})
+        assert status == 202, body
+        for _ in range(600):
+            if glance.show(image_id)['status'] == 'active':
+                break
+            time.sleep(0.1)
+        assert glance.show(image_id)['virtual_size'] is None
+        ranged_before = [r for r in server.requests if r is not None]
+        status, report, err = backfill(glance, '--image', image_id)
+        ranged = [r for r in server.requests if r is not None]
+    assert status == 0, err
+    row = report[image_id]
+    assert (row['action'], row['virtual_size']) == ('set', want)
+    assert glance.show(image_id)['virtual_size'] == want
+    assert ranged_before == []
+    assert sum(n for _o, n in ranged) == row['bytes_read'] <= BUDGET
