@@ -91,6 +91,8 @@ def dispatch(environ, start_response, app, conf):
         return None
     policy = vsize_conf.policy(conf)
     for url in urls:
+        if not _may_read(request, image, url, method):
+            break       # Glance refuses the call, or reads it first
         refusal = _precheck(image, url, policy, conf)
         if refusal is not None:
             message = common.refusal_message(image_id, refusal)
@@ -142,6 +144,47 @@ def _get_image(request, image_id):
     except Exception as exc:
         LOG.debug('Image %s: location not inspected: %s', image_id, exc)
         return None
+
+
+_ENFORCER = []
+
+
+def _may_read(request, image, url, method) -> bool:
+    """Whether Glance would go on with this call: the checks it makes
+    before it reads anything (policy, the http store for callers without
+    the service role, the import filter on http hosts and ports).  Nothing
+    is read for a call Glance refuses: a location is not a way to make
+    Glance fetch an arbitrary URL."""
+    from oslo_config import cfg
+    from glance.api import policy as glance_policy
+    from glance.api.v2 import policy as api_policy
+    from glance.common import utils
+    try:
+        if not _ENFORCER:
+            _ENFORCER.append(glance_policy.Enforcer(
+                suppress_deprecation_warnings=True))
+        checks = api_policy.ImageAPIPolicy(request.context, image,
+                                           _ENFORCER[0])
+        if method == 'POST':
+            checks.add_location()
+        else:
+            checks.update_locations()
+            if not cfg.CONF.show_multiple_locations:
+                return False
+        context = request.context
+        roles = set(context.roles) | set(getattr(context, 'service_roles',
+                                                 None) or ())
+        if 'service' not in roles and not utils.is_http_store_configured(
+                url):
+            return False
+        if url.split('://', 1)[0].lower() in ('http', 'https') and \
+                not utils.validate_uri(url):
+            return False
+    except Exception as exc:
+        LOG.debug('Image %s: location not inspected: %s', image.image_id,
+                  exc)
+        return False
+    return True
 
 
 def _redact(url: str) -> str:

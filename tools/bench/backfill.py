@@ -93,6 +93,7 @@ def main(argv=None):
     parser.add_argument('--workdir')
     args = parser.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix='bench-backfill-')
+    os.makedirs(workdir, exist_ok=True)
     images = make_images(workdir)
     glance = start_glance(workdir)
     try:
