@@ -131,7 +131,7 @@ def main(argv=None):
     for fmt, values in sorted(by_format.items()):
         print('  %-6s %3d images, %8.1f KiB read at most (target 2048 KiB)'
               % (fmt, len(values), max(values) / 1024))
-    print('set %d of %d' % (len(done), len(rows)))
+    print('sized (set or unchanged): %d of %d' % (len(done), len(rows)))
     return 0
 
 
