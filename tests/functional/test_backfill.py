@@ -217,3 +217,18 @@ def test_backfill_reads_an_http_location_by_ranges(glance, tmp_path):
     assert glance.show(image_id)['virtual_size'] == want
     assert ranged_before == []
     assert sum(n for _o, n in ranged) == row['bytes_read'] <= BUDGET
+
+
+@helpers.requires_qemu_img
+def test_backfill_reports_an_unreadable_image_as_an_error(glance, tmp_path):
+    path = helpers.create(tmp_path / 'gone.ploop', 'ploop', G)
+    image_id = glance.create('ploop')
+    assert glance.upload(image_id, path)[0] == 204
+    before = glance.show(image_id)['virtual_size']
+    os.unlink(os.path.join(glance.data_dir, 'images', image_id))
+    status, report, err = backfill(glance, '--image', image_id)
+    assert status == 0, err
+    row = report[image_id]
+    assert (row['action'], row['virtual_size']) == ('error', None)
+    assert row['failures']['error']
+    assert glance.show(image_id)['virtual_size'] == before
