@@ -34,6 +34,8 @@ import typing
 from glance_vsize.glance import backfill
 
 MiB = 1 << 20
+#: Exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 CONFIG_FILES = ('glance-api.conf', 'glance-image-import.conf')
 COLUMNS = (('id', 36), ('disk_format', 11), ('container_format', 16),
            ('old', 14), ('new', 14), ('bytes read', 10), ('verdict', 0))
@@ -178,6 +180,10 @@ def run(args, out=None, err=None) -> int:
     except ConfigError as exc:
         err.write('glance-vsize backfill: %s\n' % exc)
         return cli.EXIT_ERROR
+    except KeyboardInterrupt:
+        err.write('glance-vsize backfill: interrupted before any image '
+                  'was read\n')
+        return EXIT_INTERRUPTED
     except Exception as exc:
         err.write('glance-vsize backfill: cannot read the catalogue: %s\n'
                   % exc)
@@ -205,7 +211,7 @@ def run(args, out=None, err=None) -> int:
         report.finish(ids, args.dry_run)
         err.write('glance-vsize backfill: interrupted; run it again to '
                   'go on\n')
-        return 130
+        return EXIT_INTERRUPTED
     pool.shutdown(wait=True)
     report.finish(ids, args.dry_run)
     unsafe = any(row.action == backfill.UNSAFE for row in report.rows)

@@ -17,6 +17,7 @@ unsafe qcow2 that Glance 33 accepts."""
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -232,3 +233,19 @@ def test_backfill_reports_an_unreadable_image_as_an_error(glance, tmp_path):
     assert (row['action'], row['virtual_size']) == ('error', None)
     assert row['failures']['error']
     assert glance.show(image_id)['virtual_size'] == before
+
+
+def test_backfill_interrupted_reports_what_it_did(glance, catalogue):
+    proc = subprocess.Popen(
+        [CLI, 'backfill', '--config-dir', os.path.join(glance.data_dir,
+                                                       'etc'),
+         '--all', '--json', '--concurrency', '1'], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    first = json.loads(proc.stdout.readline())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'interrupted; run it again' in err
+    done = [first] + [json.loads(line) for line in out.splitlines()]
+    assert 0 < len(done) < len(catalogue)
+    assert first['id'] in catalogue
