@@ -200,9 +200,9 @@ def test_backfill_reads_an_http_location_by_ranges(glance, tmp_path):
     want = helpers.qemu_info(path, 'qcow2')['virtual-size']
     with rangeserver.RangeServer(tmp_path) as server:
         image_id = glance.create('qcow2')
-        status, body = glance.json(
-            'POST', '/v2/images/%s/locations' % image_id,
-            {'url': server.url('big.qcow2')})
+        from tests.functional import test_locations
+        status, body = test_locations.add_location_as_service(
+            glance, image_id, server.url('big.qcow2'))
         assert status == 202, body
         for _ in range(600):
             if glance.show(image_id)['status'] == 'active':
