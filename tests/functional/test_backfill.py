@@ -94,8 +94,10 @@ def catalogue(glance, corpus, tmp_path_factory):
         if glance.show(image_id)['status'] == 'active':
             made[image_id] = (name, disk, container, size)
     names = {name for name, *_ in made.values()}
+    # A stock Glance (require_image_format_match = True) refuses a fixed
+    # VHD as raw, but not these.
     assert {'hdrlen.qcow2', 'vm.ova', 'data.qcow2.gzip', 'hybrid.iso',
-            'data-vhd-fixed.vhd', 'data-ploop-default.ploop'} <= names
+            'data-ploop-default.ploop'} <= names
     return made
 
 
