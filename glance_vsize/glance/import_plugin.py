@@ -39,10 +39,13 @@ after, this task inspects gzip data in a bare container through gzip (what
 the plugin will store) and refuses zip and LHA archives, whose content it
 cannot see before the plugin runs.
 
-Glance's own store upload then inspects the data again with oslo.utils and
-overwrites ``virtual_size`` whenever it computes a non-zero value, wrong
-ones included (VHD, hybrid ISO).  The value is kept ours by
-:mod:`glance_vsize.glance.guard`, to which this task hands its verdict.
+Glance's own store upload then decides ``virtual_size`` again in
+``set_data``, on the pass that copies the staged data to the store: loading
+this plugin puts :mod:`glance_vsize.glance.format_inspector` in place of
+oslo.utils' inspector there (:mod:`glance_vsize.glance.install`), so that
+pass is inspected by the same engine and records the same value.  When the
+import fails after this task, its revert gives the image back the
+null virtual_size it had before, as Glance alone leaves it.
 """
 
 import logging
@@ -57,7 +60,9 @@ from taskflow.types import failure
 import glance_vsize
 from glance_vsize import conf as vsize_conf
 from glance_vsize.glance import common
-from glance_vsize.glance import guard
+from glance_vsize.glance import install
+
+install.install()
 
 LOG = logging.getLogger(__name__)
 
@@ -78,6 +83,7 @@ class _InspectStagedImage(task.Task):
         self.action_wrapper = action_wrapper
         self.stores = stores
         self.conf = conf
+        self._set = False
         super().__init__(name='%s-VsizeInspect-%s' % (task_type, task_id))
 
     def execute(self, file_path):
@@ -103,7 +109,7 @@ class _InspectStagedImage(task.Task):
                  result.virtual_size, result.describe())
         with self.action_wrapper as action:
             action.set_image_attribute(virtual_size=result.virtual_size)
-        guard.expect(self.image_id, result.virtual_size)
+        self._set = True
 
     def _as_decompressed(self, path, container_format):
         """image_decompression runs after this task (it is listed after
@@ -124,7 +130,7 @@ class _InspectStagedImage(task.Task):
         # file_path is named: taskflow hands revert only the arguments its
         # signature names (not **kwargs), so without it the staged file
         # was never removed.
-        guard.forget(self.image_id)
+        self._restore_virtual_size()
         if self.import_method in _DOWNLOADING_METHODS:
             # The download task before us reverts after us: it requeues
             # the image, fails the stores and deletes what it downloaded
@@ -139,6 +145,20 @@ class _InspectStagedImage(task.Task):
                 action.remove_importing_stores(self.stores)
                 action.add_failed_stores(self.stores)
         self._unstage(file_path)
+
+    def _restore_virtual_size(self):
+        """The import failed after this task set virtual_size: reset it to
+        null, as Glance alone leaves it (an image is imported from
+        ``queued`` or ``uploading``, which have no virtual_size)."""
+        if not self._set:
+            return
+        try:
+            with self.action_wrapper as action:
+                action.set_image_attribute(virtual_size=None)
+            self._set = False
+        except Exception as exc:
+            LOG.warning('Image %s: import failed; its virtual_size could '
+                        'not be reset: %s', self.image_id, exc)
 
     def _after_later_failure(self, file_path):
         """A task after ours failed, typically the store upload (a full or

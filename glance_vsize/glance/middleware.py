@@ -22,11 +22,20 @@ Glance's ``context`` filter sees the request body of
 :class:`glance_vsize.InspectingReader`, and after a successful upload can
 set ``virtual_size`` through Glance's own image repository.
 
-A refusal is raised from inside Glance's read of the body, as an HTTP
-error: Glance's upload and stage handlers then put the image back to
-``queued``, and the store deletes the partial file it was writing.  The
-rest of the request body is read and discarded (never stored), so that the
-client receives the error instead of a broken pipe.
+A refusal is raised from inside Glance's read of the body as
+:exc:`Refused`, an exception that Glance's upload and stage handlers both
+treat as invalid data (logged as an error with the refusal's message, no
+traceback): they put the image back to ``queued``, and the store deletes
+the partial file it was writing.  The rest of the request body is read
+and discarded (never stored), so that the client receives the error
+instead of a broken pipe.
+
+One inspection per pass: while Glance handles ``PUT .../file``, the
+filter's verdict is offered to :mod:`glance_vsize.glance.format_inspector`
+(which :mod:`glance_vsize.glance.install` puts in place of oslo.utils'
+inspector in Glance when this filter loads), so that Glance's own
+``set_data`` records qemu-img's virtual_size from the filter's inspection
+instead of inspecting the bytes a second time.
 
 Images whose container_format is ``ova`` or ``compressed`` are inspected
 inside (:mod:`glance_vsize.containers`); Glance inspects only bare ones,
@@ -40,6 +49,8 @@ plugin inspects what they extract).
 import logging
 import re
 
+from glance.common import exception as glance_exception
+from glance_store import exceptions as store_exceptions
 from oslo_config import cfg
 import webob
 import webob.exc
@@ -48,18 +59,33 @@ import webob.request
 import glance_vsize
 from glance_vsize import conf as vsize_conf
 from glance_vsize.glance import common
-from glance_vsize.glance import guard
+from glance_vsize.glance import format_inspector
+from glance_vsize.glance import install
 from glance_vsize.glance import locations
 
 LOG = logging.getLogger(__name__)
 
 _DATA_PATH = re.compile(
     r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/(file|stage)/?$')
-_IMPORT_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/import/?$')
 _DRAIN_CHUNK = 1 << 20
 #: What the filter reads from the WSGI server at a time (see
 #: _RefusingReader): at most this much of a request body is held.
 _READ_BLOCK = 1 << 20
+
+
+class Refused(glance_exception.InvalidImageData, store_exceptions.Invalid):
+    """glance_vsize refuses the data being uploaded.
+
+    Glance's handlers catch it as invalid data, without a traceback:
+    ``upload`` (``PUT .../file``) as ``InvalidImageData`` (an error log of
+    the message, the image back to ``queued``), ``stage`` as glance_store's
+    ``Invalid`` (the same; Glance 2025.2 and later: 2025.1's stage logs any
+    exception with its traceback).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class _KnownLengthBody:
@@ -140,9 +166,9 @@ class _RefusingReader:
                                                         inspection)
         LOG.warning('%s (refused after %d bytes of the request body)',
                     message, self.reader.bytes_read)
-        if set(inspection.failures) == {'format_mismatch'}:
-            raise webob.exc.HTTPUnsupportedMediaType(detail=message)
-        raise webob.exc.HTTPBadRequest(explanation=message)
+        self.status = 415 if set(inspection.failures) == {
+            'format_mismatch'} else 400
+        raise Refused(message)
 
     def read(self, size=-1):
         if size == 0:
@@ -183,14 +209,15 @@ class _RefusingReader:
             self._refuse(exc)
 
 
-def _json_error(response, message):
-    """The refusal as the JSON error body OpenStack clients display."""
-    title = response.status.split(' ', 1)[-1]
+def _json_error(status, message):
+    """The refusal as the JSON error body OpenStack clients display: 400,
+    or 415 when the content only contradicts disk_format."""
+    error = webob.exc.status_map[status]
     return webob.Response(
-        status=response.status, content_type='application/json',
-        charset='UTF-8', json_body={'message': message,
-                                    'code': response.status_int,
-                                    'title': title})
+        status='%d %s' % (status, error.title),
+        content_type='application/json', charset='UTF-8',
+        json_body={'message': message, 'code': status,
+                   'title': error.title})
 
 
 class VirtualSizeMiddleware:
@@ -200,6 +227,7 @@ class VirtualSizeMiddleware:
         self.app = app
         self.conf = conf
         vsize_conf.register_opts(conf)
+        install.install()
 
     def __call__(self, environ, start_response):
         handled = locations.dispatch(environ, start_response, self.app,
@@ -210,11 +238,6 @@ class VirtualSizeMiddleware:
         method = environ.get('REQUEST_METHOD')
         if method == 'PUT':
             match = _DATA_PATH.match(environ.get('PATH_INFO', ''))
-        elif method == 'POST':
-            match = _IMPORT_PATH.match(environ.get('PATH_INFO', ''))
-            if match is not None:
-                self._before_import(webob.Request(environ), match.group(1))
-            return self.app(environ, start_response)
         if match is None:
             return self.app(environ, start_response)
         request = webob.Request(environ)
@@ -244,26 +267,21 @@ class VirtualSizeMiddleware:
                 container_format=container),
             image_id, image.disk_format)
         environ['wsgi.input'] = reader
-        response = request.get_response(self.app)
+        current = format_inspector.InspectedPass(
+            lambda: reader.reader.bytes_read,
+            lambda: reader.reader.finish(check=False))
+        with format_inspector.inspected_pass(current):
+            response = request.get_response(self.app)
         if reader.refused is not None:
             self._drain(raw_input, length, reader.reader.bytes_read)
-            response = _json_error(response, reader.message)
-        elif action == 'file' and response.status_int < 300:
+            response = _json_error(reader.status, reader.message)
+        elif action == 'file' and response.status_int < 300 and (
+                container != 'bare'
+                or not install.installed()):
+            # Glance inspects only bare containers (and this Glance may
+            # not take our verdict): record it through its repository.
             self._set_virtual_size(request, image_id, reader)
         return response(environ, start_response)
-
-    def _before_import(self, request, image_id):
-        """copy-image runs no import plugin, but Glance's store upload
-        recomputes virtual_size: have the guard keep the current one."""
-        try:
-            method = request.json_body['method']['name']
-        except Exception:
-            return
-        if method != 'copy-image':
-            return
-        image = self._get_image(request, image_id)
-        if image is not None and image.virtual_size:
-            guard.expect(image_id, image.virtual_size)
 
     @staticmethod
     def _get_image(request, image_id):
@@ -300,22 +318,29 @@ class VirtualSizeMiddleware:
 
     @staticmethod
     def _set_virtual_size(request, image_id, reader):
-        result = reader.reader.finish(check=False)
-        if not result.safe:
-            # Only possible when Glance stopped reading before the end of
-            # a body of unknown length; the data was stored by then.
-            LOG.error('Image %s was stored but glance_vsize refuses it: %s',
-                      image_id, result.describe())
-            return
-        from glance import gateway
-        repo = gateway.Gateway().get_repo(request.context)
-        image = repo.get(image_id)
-        if image.virtual_size != result.virtual_size:
-            LOG.info('Image %s: virtual_size %s (%s), Glance said %s',
-                     image_id, result.virtual_size, result.format,
-                     image.virtual_size)
-            image.virtual_size = result.virtual_size
-            repo.save(image)
+        """Record the verdict's virtual_size on the stored image.  A
+        failure is logged with the image ID; the upload, already stored
+        and answered by Glance, keeps Glance's answer."""
+        try:
+            result = reader.reader.finish(check=False)
+            if not result.safe:
+                # Only possible when Glance stopped reading before the end
+                # of a body of unknown length; the data was stored by then.
+                LOG.error('Image %s was stored but glance_vsize refuses it: '
+                          '%s', image_id, result.describe())
+                return
+            from glance import gateway
+            repo = gateway.Gateway().get_repo(request.context)
+            image = repo.get(image_id)
+            if image.virtual_size != result.virtual_size:
+                LOG.info('Image %s: virtual_size %s (%s), Glance said %s',
+                         image_id, result.virtual_size, result.format,
+                         image.virtual_size)
+                image.virtual_size = result.virtual_size
+                repo.save(image)
+        except Exception:
+            LOG.exception('Image %s was stored, but glance_vsize could not '
+                          'record its virtual_size', image_id)
 
 
 def filter_factory(global_conf, **local_conf):

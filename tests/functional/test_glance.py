@@ -35,12 +35,6 @@ GLANCE_FORMATS = ('raw', 'iso', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi',
                   'ploop')
 
 
-def _glance_refuses_itself(entry):
-    """oslo.utils' inspector inside Glance refuses extended L2 (incompatible
-    feature bit 4) after the upload, in every configuration."""
-    return entry['file'].startswith('qcow2-l2ext')
-
-
 @pytest.fixture(scope='module')
 def glance(tmp_path_factory):
     api = glance_mod.Glance(tmp_path_factory.mktemp('glance'))
@@ -51,8 +45,7 @@ def glance(tmp_path_factory):
 def _safe(corpus):
     outdir, entries = corpus
     return [(os.path.join(outdir, e['file']), e) for e in entries
-            if e['safe'] and e['disk_format'] in GLANCE_FORMATS
-            and not _glance_refuses_itself(e)]
+            if e['safe'] and e['disk_format'] in GLANCE_FORMATS]
 
 
 def _unsafe(corpus):
@@ -112,6 +105,23 @@ def test_unsafe_uploads_are_refused_with_the_check_named(glance, corpus,
         _assert_clean(glance, image_id)
     body = body.decode()
     assert 'backing_file' in body or 'unsupported_format' in body
+
+
+@pytest.mark.parametrize('action', ['file', 'stage'])
+def test_a_refusal_reads_as_a_refusal_in_glances_log(glance, corpus, action):
+    outdir, _entries = corpus
+    image_id = glance.create('qcow2')
+    status, body = glance.upload(
+        image_id, os.path.join(outdir, 'unsafe-qcow2-backing.qcow2'), action)
+    assert status == 400, body
+    lines = [line for line in glance.log().splitlines() if image_id in line]
+    assert any(re.search(r' ERROR glance\.api\.v2\.image_data .*Image %s '
+                         r'refused by glance_vsize .*backing_file' % image_id,
+                         line) for line in lines), lines
+    log = glance.log()
+    assert 'due to internal error' not in log
+    assert 'due to HTTP error' not in log
+    assert not re.search(r'Traceback.*\n(?:.*\n){0,40}?.*glance_vsize', log)
 
 
 def test_mismatched_disk_format_is_refused_naming_what_found(glance, corpus):
@@ -227,18 +237,35 @@ def test_copy_image_keeps_the_virtual_size(glance, corpus):
     assert image['virtual_size'] == entry['virtual_size']
 
 
-def test_glance_itself_refuses_extended_l2_qcow2(glance, corpus):
-    """A Glance limitation, not ours: its built-in oslo.utils inspector
-    refuses incompatible feature bit 4 after the whole upload was stored
-    (and leaves the stored file behind); glance_vsize accepted the stream
-    (no glance_vsize refusal in the message)."""
-    outdir, _entries = corpus
-    image_id = glance.create('qcow2')
-    status, body = glance.upload(image_id,
-                                 os.path.join(outdir, 'qcow2-l2ext-s0.qcow2'))
-    assert status == 415
-    assert b'refused by glance_vsize' not in body
-    assert glance.show(image_id)['status'] == 'queued'
+@pytest.mark.parametrize('path_kind', ['create', 'import'])
+@pytest.mark.parametrize('name', ['qcow2-l2ext-s0.qcow2',
+                                  'vhd-fixed-forceoff-s0.vhd',
+                                  'ploop-s1.ploop', 'hybrid.iso'])
+def test_what_oslo_utils_refuses_or_missizes_becomes_active(
+        glance, corpus, name, path_kind):
+    """With Glance's own require_image_format_match (True): oslo.utils
+    refuses extended L2 entries, reads fixed VHD and ploop as raw, sizes
+    a hybrid ISO by its volume; Glance now takes glance_vsize's verdict."""
+    conf = open(os.path.join(glance.data_dir, 'etc',
+                             'glance-api.conf')).read()
+    assert not re.search(r'^require_image_format_match *= *False', conf,
+                         re.M)
+    outdir, entries = corpus
+    entry = next(e for e in entries if e['file'] == name)
+    path = os.path.join(outdir, name)
+    image_id = glance.create(entry['disk_format'])
+    if path_kind == 'create':
+        status, body = glance.upload(image_id, path)
+        assert status == 204, body
+    else:
+        status, body = glance.upload(image_id, path, 'stage')
+        assert status == 204, body
+        status, body = glance.import_(image_id)
+        assert status == 202, body
+    image = glance.wait(image_id)
+    assert (image['status'], image['virtual_size']) == (
+        'active', helpers.qemu_info(path, entry['disk_format'])[
+            'virtual-size']), glance.task_messages(image_id)
 
 
 def test_openstack_cli_create_and_import(glance, corpus):

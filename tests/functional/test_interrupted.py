@@ -37,8 +37,7 @@ from tests import helpers
 pytestmark = helpers.requires_qemu_img
 
 #: The file size limit the store hits, and an image well beyond it (a
-#: fixed VHD: Glance's own virtual_size for it differs from qemu's, so the
-#: import path also needs the guard).
+#: fixed VHD: oslo.utils' virtual_size for it differs from qemu's).
 FSIZE_LIMIT = 4 << 20
 BIG_IMAGE = 'data-vhd-fixed.vhd'
 

@@ -26,7 +26,8 @@ from tests import helpers
 
 with warnings.catch_warnings():     # eventlet's, through oslo.messaging
     warnings.simplefilter('ignore')
-    import webob.exc
+    from glance.common import exception as glance_exception
+    from glance_store import exceptions as store_exceptions
 
     from glance_vsize.glance import middleware
 
@@ -107,8 +108,36 @@ def test_unsafe_block_is_refused_before_any_of_it_is_handed_on(tmp_path):
     data = open(child, 'rb').read()
     data += os.urandom(3 * BLOCK - len(data))
     source, reader = _reader(data, 'qcow2')
-    with pytest.raises(webob.exc.HTTPBadRequest) as exc:
+    with pytest.raises(middleware.Refused) as exc:
         reader.read(GLANCE_CHUNK)
     assert 'backing_file' in str(exc.value)
+    # Glance's upload handler catches it as InvalidImageData, its stage
+    # handler as glance_store's Invalid: a refusal, not an internal error.
+    assert isinstance(exc.value, glance_exception.InvalidImageData)
+    assert isinstance(exc.value, store_exceptions.Invalid)
+    assert exc.value.message == str(exc.value)
+    assert reader.status == 400
     assert reader.refused is not None
     assert source.asked == [BLOCK]      # one block read, none handed on
+
+
+def test_a_failed_save_after_a_stored_upload_is_logged_not_raised(caplog):
+    """Recording virtual_size through Glance's repository fails (here: no
+    configuration, no database): the failure is logged with the image ID
+    and nothing is raised, so the upload keeps Glance's answer."""
+    import webob
+
+    class _Reader:
+        def finish(self, check=True):
+            return glance_vsize.Inspection(format='raw', virtual_size=512)
+
+    class _Filtered:
+        reader = _Reader()
+
+    request = webob.Request.blank('/v2/images/abc/file')
+    request.context = object()
+    with caplog.at_level('ERROR'):
+        middleware.VirtualSizeMiddleware._set_virtual_size(
+            request, 'abc-123', _Filtered())
+    assert 'Image abc-123 was stored, but glance_vsize could not record ' \
+        'its virtual_size' in caplog.text
