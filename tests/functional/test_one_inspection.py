@@ -24,6 +24,8 @@ notification options through oslo.config's environment source
 run-glance logs the notifications (oslo.messaging's ``log`` driver).
 """
 
+import functools
+import http.server
 import json
 import os
 import re
@@ -144,18 +146,43 @@ def _notifications(glance, image_id):
     return found
 
 
-def _create_and_upload(glance, path, disk_format, path_kind):
+@pytest.fixture(scope='module')
+def web_server(tmp_path_factory, corpus, big_vhd):
+    """Serves the 1 GiB VHD and the hybrid ISO for web-download."""
+    root = tmp_path_factory.mktemp('www')
+    os.symlink(big_vhd, root / 'disk.vhd')
+    os.symlink(_hybrid_iso(corpus), root / 'hybrid.iso')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(root))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield 'http://127.0.0.1:%d' % server.server_address[1]
+    server.shutdown()
+
+
+def _create_and_upload(glance, path, disk_format, path_kind, url=None):
     image_id = glance.create(disk_format)
     poller = _Poller(glance, image_id)
     if path_kind == 'create':
         status, body = glance.upload(image_id, path)
         assert status == 204, body
+    elif path_kind == 'web-download':
+        status, body = glance.import_(image_id, 'web-download', uri=url)
+        assert status == 202, body
     else:
         status, body = glance.upload(image_id, path, 'stage')
         assert status == 204, body
-        status, body = glance.import_(image_id)
+        status, body = glance.import_(image_id, stores=['local'])
         assert status == 202, body
     image = glance.wait(image_id, timeout=600)
+    if path_kind == 'copy-image':
+        assert image['status'] == 'active', image
+        status, body = glance.import_(image_id, 'copy-image',
+                                      stores=['second'])
+        assert status == 202, body
+        image = glance.wait(image_id, timeout=600)
+        assert 'second' in image['stores'].split(','), image
     time.sleep(0.2)
     return image_id, image, poller.stop(), poller.polls
 
@@ -165,16 +192,19 @@ def _hybrid_iso(corpus):
     return os.path.join(outdir, 'hybrid.iso')
 
 
-@pytest.mark.parametrize('path_kind', ['create', 'import'])
+@pytest.mark.parametrize('path_kind', ['create', 'glance-direct',
+                                       'web-download', 'copy-image'])
 @pytest.mark.parametrize('which', ['vhd-1gib', 'hybrid-iso'])
 def test_only_qemu_size_is_ever_seen(notifying_glance, corpus, big_vhd,
-                                     which, path_kind):
+                                     web_server, which, path_kind):
     glance = notifying_glance
-    path, disk_format = ((big_vhd, 'vhd') if which == 'vhd-1gib'
-                         else (_hybrid_iso(corpus), 'iso'))
+    path, disk_format, name = (
+        (big_vhd, 'vhd', 'disk.vhd') if which == 'vhd-1gib'
+        else (_hybrid_iso(corpus), 'iso', 'hybrid.iso'))
     qemu = helpers.qemu_info(path, disk_format)['virtual-size']
     image_id, image, seen, polls = _create_and_upload(
-        glance, path, disk_format, path_kind)
+        glance, path, disk_format, path_kind,
+        url='%s/%s' % (web_server, name))
     assert (image['status'], image['virtual_size']) == ('active', qemu)
     assert polls > 5
     assert seen <= {None, qemu}, seen
@@ -183,7 +213,7 @@ def test_only_qemu_size_is_ever_seen(notifying_glance, corpus, big_vhd,
     assert {size for _event, size in sent} <= {None, qemu}, sent
 
 
-@pytest.mark.parametrize('path_kind', ['create', 'import'])
+@pytest.mark.parametrize('path_kind', ['create', 'glance-direct'])
 def test_disabled_image_update_notifications_change_nothing(
         quiet_glance, corpus, path_kind):
     glance = quiet_glance
