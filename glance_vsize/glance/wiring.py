@@ -134,26 +134,25 @@ class Setting:
     level: Level = Level.FAILURE
 
 
-#: Every Glance setting the integration relies on, one check each.  When
-#: glance_vsize answers through Glance's own oslo.utils inspection (issue
-#: 11), require_image_format_match goes back to Glance's default
-#: (``Equals(True)``) and the notification driver is no longer needed
-#: (``Excludes('glance_vsize')``, or delete the row).
+#: Every Glance setting the integration relies on, one check each.  Since
+#: glance_vsize answers through Glance's own format inspection (issue 11),
+#: it needs Glance's default format check and no notification driver.
 SETTINGS: tuple[Setting, ...] = (
     Setting('image_format',
             cfg.BoolOpt('require_image_format_match', default=True),
-            Equals(False),
-            "Glance's own format check refuses fixed VHD and ploop images "
-            "as raw, after storing them; glance_vsize checks the content "
-            "against disk_format itself ([glance_vsize] "
-            "refuse_format_mismatch)"),
+            Equals(True),
+            "Glance's own format check (Glance's default) now uses "
+            "glance_vsize's verdict: fixed VHD, ploop and qcow2 with "
+            "extended L2 entries pass it; turning it off turns off a "
+            "Glance safety check for nothing"),
     Setting('oslo_messaging_notifications',
             cfg.MultiStrOpt('driver', default=[], deprecated_opts=[
                 cfg.DeprecatedOpt('notification_driver', group='DEFAULT')]),
-            Includes('glance_vsize'),
-            "Glance's store upload after the import plugins overwrites "
-            "virtual_size with its own value; the glance_vsize driver "
-            "writes glance_vsize's back (imports and copy-image)"),
+            Excludes('glance_vsize'),
+            "the glance_vsize notification driver is gone (Glance records "
+            "glance_vsize's virtual_size itself); oslo.messaging cannot "
+            "load it and logs so on every start",
+            Level.WARNING),
 )
 
 # -- The import plugin --------------------------------------------------------
