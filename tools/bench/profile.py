@@ -41,6 +41,13 @@ _PASS_ON = {
 #: What glance_vsize's readers read from: the WSGI server's request body
 #: (gunicorn), which Glance reads without glance_vsize too.
 _SOURCE = ('gunicorn/http/',)
+#: The oslo.utils-compatible InspectWrapper's reads: what they call is
+#: Glance's own data source (the staged file, a store), which Glance reads
+#: through oslo.utils' InspectWrapper without glance_vsize.
+_WRAPPER_READS = {
+    ('InspectWrapper.read', 'glance_vsize/glance/format_inspector.py'),
+    ('InspectWrapper.__next__', 'glance_vsize/glance/format_inspector.py'),
+}
 
 
 def py_spy():
@@ -71,6 +78,8 @@ def attribute(lines):
         if deepest is None or frames[deepest] in _PASS_ON:
             continue
         if any(path.startswith(_SOURCE) for _f, path in frames[deepest + 1:]):
+            continue
+        if frames[deepest] in _WRAPPER_READS and frames[deepest + 1:]:
             continue
         ours += samples
     return total, ours
