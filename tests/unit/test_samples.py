@@ -101,7 +101,7 @@ _LOAD_PASTE = '''
 
 def test_paste_patch_puts_vsize_right_after_context(tmp_path):
     paste = _patched(tmp_path, 'glance-api-paste.ini')
-    conf = _patched(tmp_path, 'glance-api.conf')
+    conf = _wheel_file('glance-api.conf')
     got = _child(_LOAD_PASTE, paste, conf, str(tmp_path / 'cache'))
     keystone = {k: v.split() for k, v in got['pipelines'].items()
                 if k.startswith('keystone')}
@@ -139,20 +139,21 @@ _LOAD_CONF = '''
 '''
 
 
-def test_conf_patch_sets_what_glance_vsize_needs(tmp_path):
-    conf = _patched(tmp_path, 'glance-api.conf')
-    got = _child(_LOAD_CONF, conf)
-    assert got['require_image_format_match'] is False
-    assert got['driver'] == ['glance_vsize']
-    # Only glance_vsize's edits: the deployer's flavor is untouched.
-    assert got['flavor'] is None
+def test_glance_api_conf_needs_no_edit(tmp_path):
+    """glance_vsize needs Glance's own defaults in glance-api.conf: its
+    format check on, no notification driver of glance_vsize's."""
+    assert not os.path.exists(os.path.join(REPO, 'etc',
+                                           'glance-api.conf.patch'))
+    got = _child(_LOAD_CONF, _wheel_file('glance-api.conf'))
+    assert got['require_image_format_match'] is True
+    assert 'glance_vsize' not in got['driver']
 
 
 def test_patches_touch_nothing_else(tmp_path):
     """Every hunk of the patches is one of glance_vsize's edits: the
     result differs from the wheel's file only in lines naming vsize or
     commenting on them."""
-    for name in ('glance-api-paste.ini', 'glance-api.conf'):
+    for name in ('glance-api-paste.ini',):
         with open(_wheel_file(name)) as f:
             before = f.read().splitlines()
         with open(_patched(tmp_path, name)) as f:
@@ -164,5 +165,4 @@ def test_patches_touch_nothing_else(tmp_path):
             assert line.startswith('keystone'), (name, line)
         code = [line for line in added
                 if line.strip() and not line.startswith('#')]
-        assert all('vsize' in line or 'require_image_format_match' in line
-                   for line in code), (name, code)
+        assert all('vsize' in line for line in code), (name, code)
