@@ -179,10 +179,11 @@ def _create_and_upload(glance, path, disk_format, path_kind, url=None):
     if path_kind == 'copy-image':
         assert image['status'] == 'active', image
         # copy-image is for admins (Glance's default copy_image policy).
-        status, body = glance.as_admin().import_(image_id, 'copy-image',
-                                                 stores=['second'])
+        admin = glance.as_admin()
+        status, body = admin.import_(image_id, 'copy-image',
+                                     stores=['second'])
         assert status == 202, body
-        image = glance.wait(image_id, timeout=600)
+        image = admin.wait(image_id, timeout=600)
         assert 'second' in image['stores'].split(','), image
     time.sleep(0.2)
     return image_id, image, poller.stop(), poller.polls
