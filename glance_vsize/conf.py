@@ -19,32 +19,36 @@ registered under the ``oslo.config.opts`` entry point for
 oslo-config-generator (see etc/oslo-config-generator/glance-vsize.conf).
 """
 
+import textwrap
+
 from oslo_config import cfg
 
+from glance_vsize import checks
 from glance_vsize import inspection
 
 GROUP = 'glance_vsize'
 
-CHECKS_HELP = """
+
+def _checks_help() -> str:
+    """The help of ``nonfatal_checks``, listing the declared check names."""
+    listed = textwrap.fill(', '.join(checks.names()) + '.', width=72)
+    return """
 Safety checks whose failure is logged as a warning instead of refusing the
-image. Every check is fatal by default. Check names: backing_file,
-data_file, unknown_features, header_length, header_extension,
-cluster_size, version, table_bounds, create_type, extent_file, parent,
-footer, footer_mismatch, checksum, truncated, stream_order,
-region_bounds, multiple_formats, unsupported_format, format_mismatch
-(which refuse_format_mismatch also controls), and the format-specific
-structural checks the engine names in its refusals. Containers (ova,
-compressed) add: tar_header, unsafe_member, duplicate_member, ova_members,
-ova_descriptor, ova_reference, ova_disk, trailing_data, compression,
-expanded_size and compression_ratio.
+image. Every check is fatal by default. format_mismatch is also controlled
+by refuse_format_mismatch. A name that is not one of the checks below is
+refused when the option is loaded, with the list of valid names.
+
+Check names (what each means is in the documentation's check reference):
+%s
 
 Loosening a check lets images that qemu would read differently, or that
 make qemu open other files on the compute host, reach Nova and Cinder.
 Do so only for a check you have understood, and only while you must.
-"""
+""" % listed
+
 
 OPTS = [
-    cfg.ListOpt('nonfatal_checks', default=[], help=CHECKS_HELP),
+    cfg.ListOpt('nonfatal_checks', default=[], help=_checks_help()),
     cfg.BoolOpt('refuse_format_mismatch', default=True, help="""
 Refuse an upload whose content is not what its disk_format says (check
 format_mismatch), e.g. qcow2 data uploaded as raw. When False, the
@@ -115,7 +119,15 @@ only beyond this size.
 
 
 def register_opts(conf=cfg.CONF):
+    """Register the options and check ``nonfatal_checks``.
+
+    :raises ValueError: when ``nonfatal_checks`` names a check that does
+        not exist (naming it, and the valid ones), so that a typo stops the
+        service from loading instead of silently doing nothing.
+    """
     conf.register_opts(OPTS, group=GROUP)
+    checks.validate(conf[GROUP].nonfatal_checks,
+                    '[%s] nonfatal_checks' % GROUP)
 
 
 def policy(conf=cfg.CONF):

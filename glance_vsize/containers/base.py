@@ -21,6 +21,9 @@ image's format and virtual size, the container's own failures beside the
 inner image's, and what the container held in ``details``.
 """
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from glance_vsize import engine
 from glance_vsize.formats import base as formats_base
 from glance_vsize import inspection
@@ -46,6 +49,9 @@ class ContainerInspector:
 
     #: The Glance container_format name.
     name = None
+    #: The checks this container can fail (name -> what it means); see
+    #: :mod:`glance_vsize.checks`.
+    CHECKS: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, disk_format=None, policy=None):
         self.disk_format = disk_format

@@ -76,6 +76,21 @@ class CompressedInspector(base.ContainerInspector):
 
     name = 'compressed'
 
+    #: The checks this container can fail, and what each means.
+    CHECKS = {
+        'compression':
+            'not gzip, bzip2, xz or zstd data, data of another compressor '
+            'than expected, or corrupt data',
+        'truncated': 'the compressed data is empty or ends inside a stream',
+        'trailing_data':
+            'bytes after the compressed data other than the padding the tool '
+            'accepts',
+        'expanded_size': 'the data expands to more than max_expanded_size',
+        'compression_ratio':
+            'the data expands by more than max_compression_ratio (a '
+            'decompression bomb)',
+    }
+
     def __init__(self, disk_format=None, policy=None, only=None):
         super().__init__(disk_format, policy)
         self.inner = stream.StreamInspector(disk_format, self.policy)

@@ -93,6 +93,33 @@ class OvaInspector(base.ContainerInspector):
 
     name = 'ova'
 
+    #: The checks this container can fail, and what each means.
+    CHECKS = {
+        'tar_header': 'a malformed tar header',
+        'unsafe_member':
+            'a member that is a link or device, or whose path leaves the '
+            'archive',
+        'truncated':
+            'the archive ends inside a member or without its end marker',
+        'trailing_data': 'non-zero bytes after the end of the archive',
+        'duplicate_member': 'two members with the same name',
+        'ova_members': 'more members than are inspected',
+        'ova_descriptor':
+            'no, two, or a malformed or oversized OVF descriptor',
+        'ova_reference':
+            'a file reference that is split, compressed other than by gzip, '
+            'or missing',
+        'ova_disk':
+            'no disk image, or a disk image the descriptor does not name',
+        'stream_order':
+            'the descriptor comes after a member it says is compressed',
+        'compression': 'corrupt gzip data in a compressed member',
+        'expanded_size':
+            'a compressed member expands to more than max_expanded_size',
+        'compression_ratio':
+            'a compressed member expands by more than max_compression_ratio',
+    }
+
     def __init__(self, disk_format=None, policy=None):
         super().__init__(disk_format, policy)
         self.tar = tar.TarParser(self._on_member)

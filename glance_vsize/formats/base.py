@@ -43,6 +43,8 @@ Rules for inspectors, so that one pass is enough:
 """
 
 import collections
+from collections.abc import Mapping
+from typing import ClassVar
 
 #: The largest region one request may ask for.  Formats bound their own
 #: header lengths well below this; it is the engine's last line of defence.
@@ -165,6 +167,9 @@ class FormatInspector:
     #: A content signature (ISO 9660, GPT, MBR) that describes the
     #: guest-visible bytes of a raw disk rather than an image container.
     content = False
+    #: The checks this inspector can fail (name -> what it means); see
+    #: :mod:`glance_vsize.checks`.
+    CHECKS: ClassVar[Mapping[str, str]] = {}
 
     def inspect(self, probe, policy):
         """Generator: yield requests, receive bytes, write to ``probe``."""

@@ -153,6 +153,22 @@ class LuksInspector(base.FormatInspector):
         """The warning of a LUKS volume accepted as raw."""
         return raw_warning(probe)
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'truncated':
+            'the image ends inside the LUKS header or before the payload',
+        'version': 'a LUKS version qemu does not read',
+        'unsupported_version': 'LUKS2, which qemu 7.2 does not open',
+        'payload_offset': 'the payload overlaps the header',
+        'iterations': 'zero PBKDF2 iterations',
+        'key_slot':
+            'a malformed key slot, or key material overlapping the header, '
+            'the payload or another slot',
+        'cipher':
+            'a cipher, mode or hash qemu does not support, or an unterminated '
+            'name',
+    }
+
     def inspect(self, probe, policy):
         head = yield base.Read(0, LUKS2_BINARY_SIZE)
         if head[:6] != LUKS_MAGIC:

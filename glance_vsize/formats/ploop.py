@@ -94,6 +94,16 @@ class PloopInspector(base.FormatInspector):
     name = 'ploop'
     qemu_name = 'parallels'
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'truncated': 'the image ends inside the Parallels header',
+        'version': 'a header version qemu does not read',
+        'cluster_size': 'a cluster size outside qemu\'s range',
+        'size_limit': 'a size over what qemu supports',
+        'format_extension': 'a Format Extension, which qemu refuses',
+        'table_bounds': 'the BAT is too large or ends past the image',
+    }
+
     def inspect(self, probe, policy):
         head = yield base.Read(0, PARALLELS_HEADER.size)
         variant = MAGICS.get(head[:16])

@@ -92,6 +92,36 @@ class QcowInspector(base.FormatInspector):
 
     name = 'qcow2'
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'truncated': 'the image ends inside the qcow2 header',
+        'version': 'a qcow2 version other than 2 or 3',
+        'cluster_size':
+            'cluster_bits outside what qemu accepts, or too small for '
+            'extended L2 entries',
+        'backing_file':
+            'the image names a backing file, which qemu would open on the '
+            'compute host',
+        'data_file': 'the guest data lives in an external data file',
+        'refcount_order': 'reference counts wider than 64 bits',
+        'header_length':
+            'header_length too short, past the first cluster or not a '
+            'multiple of 8',
+        'unknown_features': 'incompatible feature bits qemu does not know',
+        'compression_type':
+            'an unknown compression type, or one that contradicts its feature '
+            'bit',
+        'table_bounds':
+            'the L1, reference count or snapshot table is misplaced, out of '
+            'range or too large',
+        'image_size': 'a virtual size qemu cannot address',
+        'stream_order': 'the snapshot table lies before data already read',
+        'header_extension':
+            'a header extension that overruns the header area or is malformed',
+        'encryption':
+            'legacy AES encryption, an unknown method or a broken LUKS header',
+    }
+
     def inspect(self, probe, policy):
         head = yield base.Read(0, ext.HEAD)
         if head[:4] != MAGIC:

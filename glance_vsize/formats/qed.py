@@ -78,6 +78,21 @@ class QedInspector(base.FormatInspector):
 
     name = 'qed'
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'truncated': 'the image ends inside the QED header',
+        'unknown_features': 'feature bits qemu does not know',
+        'cluster_size': 'cluster_size not a power of 2 in qemu\'s range',
+        'table_size': 'table_size not a power of 2 in qemu\'s range',
+        'image_size':
+            'image_size not a multiple of 512 or more than the tables map',
+        'header_size': 'header_size overflows 32 bits',
+        'backing_file':
+            'the image names a backing file, which qemu would open on the '
+            'compute host',
+        'table_bounds': 'the L1 table is misplaced or out of the image',
+    }
+
     def inspect(self, probe, policy):
         head = yield base.Read(0, HEAD)
         if head[:4] != MAGIC:

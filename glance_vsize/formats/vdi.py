@@ -95,6 +95,19 @@ class VdiInspector(base.FormatInspector):
 
     name = 'vdi'
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'truncated': 'the image ends inside the VDI header',
+        'table_bounds':
+            'the block map is misplaced, too large or too small for the disk',
+        'size_limit': 'a disk size over what qemu supports',
+        'version': 'a VDI version other than 1.1',
+        'alignment': 'an offset that is not a multiple of 512',
+        'sector_size': 'a sector size other than 512',
+        'cluster_size': 'a block size other than 1 MiB',
+        'parent': 'a differencing image naming a parent',
+    }
+
     def inspect(self, probe, policy):
         head = yield base.Read(0, VDI_HEADER_SIZE)
         if len(head) < SIGNATURE_OFFSET + 4:

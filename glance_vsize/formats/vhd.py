@@ -161,6 +161,22 @@ class VhdInspector(base.FormatInspector):
     name = 'vhd'
     qemu_name = 'vpc'
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'disk_type': 'a footer whose Disk Type does not fit where it is',
+        'checksum': 'the footer checksum is wrong',
+        'size_limit': 'a size over qemu\'s limit of 2040 GiB',
+        'dynamic_header': 'no dynamic disk header where the footer points',
+        'parent': 'a differencing disk naming a parent image',
+        'block_size':
+            'a Block Size that is not a power of two of at least 512',
+        'table_size':
+            'a block allocation table too large, or too small for the disk',
+        'table_bounds':
+            'the block allocation table, or a block it maps, lies beyond the '
+            'image',
+    }
+
     def inspect(self, probe, policy):
         head = yield base.Read(0, HEAD_LENGTH)
         if head[:len(FOOTER_COOKIE)] == FOOTER_COOKIE:

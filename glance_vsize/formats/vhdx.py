@@ -193,6 +193,31 @@ class VhdxInspector(base.FormatInspector):
 
     name = 'vhdx'
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'header':
+            'no valid header, or two different headers with one sequence '
+            'number',
+        'checksum': 'the region table checksum is wrong',
+        'region_table': 'a malformed or incomplete region table',
+        'region_overlap': 'regions, or a block and a region, overlap',
+        'unknown_region': 'a required region qemu does not know',
+        'metadata': 'a malformed or incomplete metadata table',
+        'unknown_metadata': 'a required metadata item qemu does not know',
+        'parent': 'a differencing disk naming a parent image',
+        'block_size':
+            'a BlockSize that is not a power of two from 1 MiB to 256 MiB',
+        'logical_sector_size': 'a logical sector size other than 512',
+        'table_size': 'a BAT too large to inspect or too small for the disk',
+        'table_bounds':
+            'the BAT, or a block it maps, lies beyond what qemu reads',
+        'size_limit': 'a virtual disk size over 64 TiB',
+        'stream_order': 'a structure lies before data already read',
+        'log': 'malformed log fields in the current header',
+        'log_replay':
+            'a log that needs replaying, which qemu refuses read-only',
+    }
+
     def inspect(self, probe, policy):
         ident = yield base.Read(0, VHDX_FILE_IDENTIFIER.size)
         if ident[:len(FILE_SIGNATURE)] != FILE_SIGNATURE:

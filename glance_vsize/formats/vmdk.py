@@ -121,6 +121,34 @@ class VmdkInspector(base.FormatInspector):
 
     name = 'vmdk'
 
+    #: The checks this inspector can fail, and what each means.
+    CHECKS = {
+        'truncated':
+            'the image ends inside the sparse extent header or its overhead',
+        'capacity':
+            'a capacity qemu cannot open, or 0 with an embedded descriptor',
+        'create_type':
+            'a createType other than the accepted vmdk_create_types',
+        'footer':
+            'the grain directory is at the end but there is no valid footer',
+        'footer_mismatch': 'the header and the footer disagree',
+        'version': 'an unsupported VMDK version',
+        'unknown_features': 'flags qemu does not know',
+        'newline_detect':
+            'the newline detection characters were altered in transfer',
+        'compression': 'an unknown compression algorithm',
+        'l1_size':
+            'the capacity needs more grain directory entries than qemu allows',
+        'l2_size': 'numGTEsPerGT outside qemu\'s range',
+        'grain_size': 'grainSize outside qemu\'s range',
+        'table_bounds': 'the grain directory is misplaced',
+        'descriptor':
+            'the embedded descriptor is misplaced, too large or unreadable',
+        'parent': 'the descriptor names a parent image (a delta disk)',
+        'extent_file': 'the descriptor names extents in other files',
+        'extent_size': 'the extent size disagrees with the header\'s capacity',
+    }
+
     def inspect(self, probe, policy):
         head = yield base.Read(0, HEAD_SIZE)
         if head[:4] == VMDK4_MAGIC:
