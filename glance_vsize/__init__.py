@@ -26,6 +26,6 @@ The public API of the pure inspection engine::
 from glance_vsize.inspection import ImageRejected  # noqa: F401
 from glance_vsize.inspection import Inspection  # noqa: F401
 from glance_vsize.inspection import Policy  # noqa: F401
+from glance_vsize.push import StreamInspector  # noqa: F401
 from glance_vsize.seekable import inspect_file  # noqa: F401
 from glance_vsize.stream import InspectingReader  # noqa: F401
-from glance_vsize.stream import StreamInspector  # noqa: F401

@@ -24,6 +24,9 @@ proves that every check the code can fail is declared.
 from collections.abc import Iterable
 from collections.abc import Mapping
 
+from glance_vsize import containers
+from glance_vsize import registry
+
 #: The checks of the engine's arbitration, common to every format.
 ENGINE_CHECKS: Mapping[str, str] = {
     'multiple_formats':
@@ -50,8 +53,6 @@ ENGINE_CHECKS: Mapping[str, str] = {
 def catalogue() -> dict[str, Mapping[str, str]]:
     """Who declares which checks: ``engine``, then each registered format
     inspector and each container layer, by name."""
-    from glance_vsize import containers
-    from glance_vsize import registry
     found: dict[str, Mapping[str, str]] = {'engine': ENGINE_CHECKS}
     for inspector in registry.inspectors():
         found[inspector.name] = inspector.CHECKS

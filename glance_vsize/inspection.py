@@ -105,6 +105,11 @@ class Policy:
                 raise ValueError('%s must not be negative' % name)
 
     def is_fatal(self, check):
+        """Whether a failed ``check`` refuses the image; else it is only a
+        warning.  The one place of this rule: ``nonfatal_checks``, and
+        ``refuse_mismatch`` for ``format_mismatch``."""
+        if check == 'format_mismatch' and not self.refuse_mismatch:
+            return False
         return check not in self.nonfatal_checks
 
 
@@ -141,6 +146,15 @@ class Inspection:
         """True when a format was recognised, sized, and no check failed."""
         return (not self.failures and self.format is not None
                 and self.virtual_size is not None)
+
+    def record(self, check, reason, policy):
+        """Record a failed ``check``: a failure, or a warning when
+        ``policy`` makes it non-fatal.  The first reason for a check
+        wins."""
+        if policy.is_fatal(check):
+            self.failures.setdefault(check, reason)
+        else:
+            self.warnings.setdefault(check, reason)
 
     def describe(self):
         """One line for an operator or an API error message."""

@@ -18,6 +18,7 @@ costs a handful of pread calls.
 
 import os
 
+from glance_vsize import containers
 from glance_vsize import engine
 from glance_vsize.formats import base
 from glance_vsize import inspection
@@ -82,7 +83,6 @@ def inspect_file(path, disk_format=None, policy=None, container_format=None):
 
 
 def _stream_file(path, disk_format, policy, container_format):
-    from glance_vsize import containers
     inspector = containers.stream_inspector(container_format, disk_format,
                                             policy)
     with open(path, 'rb') as f:

@@ -13,7 +13,7 @@
 """Non-bare containers: the disk image inside an OVA or a compressed file.
 
 A container inspector has the push interface of
-:class:`~glance_vsize.stream.StreamInspector` (``feed``, ``finish``,
+:class:`~glance_vsize.push.StreamInspector` (``feed``, ``finish``,
 ``refusal``, ``result``, ``position``) and returns the same
 :class:`~glance_vsize.inspection.Inspection`, whose format and virtual
 size are the inner image's.  Glance's bare-like container formats (see
@@ -24,7 +24,7 @@ payload is the image.
 from glance_vsize.containers import compressed
 from glance_vsize.containers import ova
 from glance_vsize import inspection
-from glance_vsize import stream
+from glance_vsize import push
 
 #: Glance container_format -> its inspector class.
 INSPECTORS = {
@@ -39,13 +39,13 @@ CONTAINER_FORMATS = tuple(sorted(
 
 def stream_inspector(container_format, disk_format=None, policy=None):
     """The push inspector for ``container_format``: a
-    :class:`~glance_vsize.stream.StreamInspector` for a bare-like one.
+    :class:`~glance_vsize.push.StreamInspector` for a bare-like one.
 
     :raises ValueError: for a container format the engine does not read
         (``ovf``, a descriptor alone; ``docker``, a tar of layers).
     """
     if container_format in inspection.BARE_CONTAINERS:
-        return stream.StreamInspector(disk_format, policy)
+        return push.StreamInspector(disk_format, policy)
     cls = INSPECTORS.get(container_format)
     if cls is None:
         raise ValueError('container_format %r is not inspected (known: %s)'

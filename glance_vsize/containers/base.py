@@ -11,11 +11,11 @@
 #    under the License.
 
 """What every container inspector shares: the push interface of
-:class:`~glance_vsize.stream.StreamInspector` and how a verdict is built.
+:class:`~glance_vsize.push.StreamInspector` and how a verdict is built.
 
 A container inspector is fed the bytes of the container (the request body,
 the staged file) in order, hands the bytes of the disk image inside to a
-:class:`~glance_vsize.stream.StreamInspector` as they pass, and at the end
+:class:`~glance_vsize.push.StreamInspector` as they pass, and at the end
 returns one :class:`~glance_vsize.inspection.Inspection`: the inner
 image's format and virtual size, the container's own failures beside the
 inner image's, and what the container held in ``details``.
@@ -39,7 +39,7 @@ class ContainerError(formats_base.FormatError):
 
 class ContainerInspector:
     """Base class: ``feed(chunk)``, ``finish()``, ``refusal``, ``result``,
-    ``position``, as :class:`~glance_vsize.stream.StreamInspector` has.
+    ``position``, as :class:`~glance_vsize.push.StreamInspector` has.
 
     Subclasses implement :meth:`_feed` (which may raise
     :class:`ContainerError`) and :meth:`_verdict`.  Once a fatal failure is
@@ -151,10 +151,7 @@ class ContainerInspector:
 
     def add(self, result, check, reason):
         """Record a container check in ``result`` as the policy says."""
-        if self.policy.is_fatal(check):
-            result.failures.setdefault(check, reason)
-        else:
-            result.warnings.setdefault(check, reason)
+        result.record(check, reason, self.policy)
 
     def check_format(self, result, found):
         """Add ``format_mismatch`` when the inner image is not of the
@@ -163,13 +160,9 @@ class ContainerInspector:
         if result.format is None or engine.compatible(self.disk_format,
                                                       result.format):
             return
-        reason = 'disk_format is %s but %s is %s' % (
-            self.disk_format, found, result.format)
-        if self.policy.refuse_mismatch and self.policy.is_fatal(
-                'format_mismatch'):
-            result.failures.setdefault('format_mismatch', reason)
-        else:
-            result.warnings.setdefault('format_mismatch', reason)
+        result.record('format_mismatch', 'disk_format is %s but %s is %s'
+                      % (self.disk_format, found, result.format),
+                      self.policy)
 
 
 def merge(result, inner, where):

@@ -17,7 +17,7 @@ gzip (RFC 1952), bzip2, xz and zstd (RFC 8878); see
 :mod:`~glance_vsize.containers.decoders` and
 :mod:`~glance_vsize.containers.zstd`.  The data is decompressed as it
 passes, in pieces of at most 256 KiB, and the pieces are fed to a
-:class:`~glance_vsize.stream.StreamInspector`, which detects and checks
+:class:`~glance_vsize.push.StreamInspector`, which detects and checks
 the inner image as it would a bare one (and against ``disk_format``).
 
 Decompression bombs: before each piece is handed on, the expanded size is
@@ -44,7 +44,7 @@ import logging
 from glance_vsize.containers import base
 from glance_vsize.containers import decoders
 from glance_vsize.containers import zstd
-from glance_vsize import stream
+from glance_vsize import push
 
 LOG = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class CompressedInspector(base.ContainerInspector):
 
     def __init__(self, disk_format=None, policy=None, only=None):
         super().__init__(disk_format, policy)
-        self.inner = stream.StreamInspector(disk_format, self.policy)
+        self.inner = push.StreamInspector(disk_format, self.policy)
         self.only = only
         self.decoder = None
         self._head = b''

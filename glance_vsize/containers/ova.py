@@ -18,7 +18,7 @@ a manifest (``*.mf``) and a certificate (``*.cert``), then the files the
 descriptor's ``References`` name, disk images among them.  The archive is
 read as it passes (:mod:`~glance_vsize.containers.tar`), and so is every
 member: each file other than the descriptor, manifest and certificate is
-inspected by its own :class:`~glance_vsize.stream.StreamInspector` as its
+inspected by its own :class:`~glance_vsize.push.StreamInspector` as its
 bytes pass (through gzip when the descriptor says ``ovf:compression=
 "gzip"``), one member at a time.
 
@@ -42,7 +42,7 @@ from glance_vsize.containers import base
 from glance_vsize.containers import compressed
 from glance_vsize.containers import ovf
 from glance_vsize.containers import tar
-from glance_vsize import stream
+from glance_vsize import push
 
 LOG = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class OvaInspector(base.ContainerInspector):
             inspector = compressed.CompressedInspector(
                 None, self.policy, only=('gzip',))
         else:
-            inspector = stream.StreamInspector(None, self.policy)
+            inspector = push.StreamInspector(None, self.policy)
         self.inspected.append(name)
         return _MemberSink(self, name, inspector)
 

@@ -100,6 +100,103 @@ def read_exact(offset, length, what):
     return data
 
 
+class Reader:
+    """Forward reads of an image as qemu sees them: bytes past the end of
+    the image read as zeros (``bdrv_aligned_preadv`` zero-fills beyond the
+    end of the file).  Every format that reads more than its first request
+    reads through one, so streaming mode can serve it: a request never
+    starts before bytes already asked for.
+
+    Bytes already read are served again from what the reader retains:
+
+    * ``retain='window'``: one window, which a read that has to ask for more
+      moves to start at its own offset (a read before the window returns
+      ``None``, or fails ``stream_order`` when ``what`` is given).  Once the
+      end of the image is known, nothing more is asked for.
+    * ``retain='all'``: every chunk read with ``keep=True``; a read that
+      needs bytes read with ``keep=False`` fails ``stream_order``.
+
+    :param head: the bytes already read at offset 0 (the first request's
+        answer), or ``b''``.
+    :param asked: how many bytes were asked for ``head``: a shorter
+        ``head`` means the image ends there.  Default ``len(head)``.
+    :param position: the end of the bytes already asked for, when ``head``
+        is not kept (``retain='all'``); default ``len(head)``.
+    :param limit: the end of any file qemu reads; a read beyond it fails
+        ``table_bounds``.
+    """
+
+    def __init__(self, head=b'', asked=None, *, position=None,
+                 retain='window', limit=None):
+        if retain not in ('window', 'all'):
+            raise ValueError('retain must be window or all, not %r'
+                             % (retain,))
+        self.retain = retain
+        self.limit = limit
+        #: Retained (offset, bytes), in offset order.
+        self.chunks = [(0, head)] if head else []
+        #: The end of the bytes asked for so far.
+        self.position = len(head) if position is None else position
+        #: Where the image ends, once a read came back short.
+        self.image_end = None
+        if asked is not None and len(head) < asked:
+            self.image_end = len(head)
+
+    def _retained(self, offset, end):
+        for start, chunk in self.chunks:
+            if start <= offset < start + len(chunk):
+                return chunk[offset - start:end - start]
+        return None
+
+    def read(self, offset, length, what=None, *, ahead=0, keep=True):
+        """Generator: ``length`` bytes at ``offset``, zeros past the end of
+        the image; asking for at least ``ahead`` bytes when it must ask.
+
+        :returns: the bytes, or ``None`` for bytes no longer retained when
+            ``what`` is ``None``.
+        :raises FormatError: ``stream_order`` for bytes no longer retained
+            (when ``what`` names them), ``table_bounds`` beyond ``limit``.
+        """
+        end = offset + length
+        if self.limit is not None and end > self.limit:
+            raise FormatError('table_bounds', '%s: %d bytes at offset %d, '
+                              'beyond any file' % (what, length, offset))
+        data = b''
+        at = offset
+        while at < min(end, self.position) or (
+                self.retain == 'window' and self.chunks
+                and at < self.chunks[0][0]):
+            part = self._retained(at, end)
+            if part is None:
+                if what is None:
+                    return None
+                raise FormatError('stream_order', '%s at offset %d lies '
+                                  'before data already read' % (what, at))
+            data += part
+            at += len(part)
+        if self.retain == 'window':
+            if end <= self.position or self.image_end is not None:
+                return data.ljust(length, b'\0')
+            # The window now starts at this read's offset.
+            kept = self._retained(offset, self.position) \
+                if offset < self.position else b''
+            self.chunks = []
+        elif at == end:
+            return data
+        want = max(end, offset + ahead) - at
+        more = yield Read(at, want)
+        if len(more) < want:
+            self.image_end = at + len(more)
+            more = more.ljust(want, b'\0')
+        if self.retain == 'window':
+            self.chunks = [(offset, kept + more)]
+        elif keep:
+            self.chunks.append((at, more))
+        self.position = at + want
+        data += more[:end - at]
+        return data.ljust(length, b'\0')
+
+
 def round_up(value, align=SECTOR):
     return -(-value // align) * align
 
@@ -170,6 +267,10 @@ class FormatInspector:
     #: The checks this inspector can fail (name -> what it means); see
     #: :mod:`glance_vsize.checks`.
     CHECKS: ClassVar[Mapping[str, str]] = {}
+    #: Where the inspector runs among the others (lower first; the
+    #: built-in ones take 10 to 92): when two image formats match, the
+    #: first is the one reported, beside the ``multiple_formats`` failure.
+    order = 100
 
     def inspect(self, probe, policy):
         """Generator: yield requests, receive bytes, write to ``probe``."""

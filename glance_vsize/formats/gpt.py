@@ -56,6 +56,7 @@ class MbrInspector(base.FormatInspector):
     """UEFI 2.10 5.2.1: an MBR whose four records are well formed."""
 
     name = 'mbr'
+    order = 92
     content = True
 
     def inspect(self, probe, policy):
@@ -77,6 +78,7 @@ class GptInspector(base.FormatInspector):
     """UEFI 2.10 5.3.2: a GPT header with a valid HeaderCRC32 at LBA 1."""
 
     name = 'gpt'
+    order = 91
     content = True
 
     def inspect(self, probe, policy):

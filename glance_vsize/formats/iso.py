@@ -42,6 +42,7 @@ UDF_IDS = (b'BEA01', b'NSR02', b'NSR03', b'TEA01', b'BOOT2')
 
 class IsoInspector(base.FormatInspector):
     name = 'iso'
+    order = 90
     content = True
 
     def inspect(self, probe, policy):

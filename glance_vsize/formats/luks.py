@@ -144,6 +144,7 @@ class LuksInspector(base.FormatInspector):
     """LUKS1 volumes as qemu 7.2 opens them; LUKS2 recognised, refused."""
 
     name = 'luks'
+    order = 80
     #: Declared ``raw``, a volume is inspected as raw: see
     #: :func:`glance_vsize.engine.raw_view`.
     raw_when_declared = True

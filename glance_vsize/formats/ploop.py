@@ -92,6 +92,7 @@ class PloopInspector(base.FormatInspector):
     """Parallels expandable images, checked as qemu 7.2 opens them."""
 
     name = 'ploop'
+    order = 70
     qemu_name = 'parallels'
 
     #: The checks this inspector can fail, and what each means.

@@ -91,6 +91,7 @@ class QcowInspector(base.FormatInspector):
     """qcow2, as qemu's ``qcow2`` driver opens it."""
 
     name = 'qcow2'
+    order = 10
 
     #: The checks this inspector can fail, and what each means.
     CHECKS = {
@@ -182,7 +183,7 @@ class QcowInspector(base.FormatInspector):
                       snapshots_offset, nb_snapshots)
         _check_size(probe, size, cluster_bits, incompatible, l1_size)
 
-        cursor = ext.Cursor(head)
+        cursor = base.Reader(head, ext.HEAD)
         found = {}
         if walk:
             # The extensions end where the backing file name starts.
@@ -352,7 +353,7 @@ def _snapshot_table(probe, cursor, offset, count):
     for index in range(count):
         offset = base.round_up(offset, 8)
         raw = yield from cursor.read(offset, QCOW2_SNAPSHOT_HEADER.size,
-                                     SNAPSHOT_READ_AHEAD)
+                                     ahead=SNAPSHOT_READ_AHEAD)
         if raw is None:
             probe.fail('stream_order', 'snapshot table entry %d at offset '
                        '%d lies before data already read' % (index, offset))

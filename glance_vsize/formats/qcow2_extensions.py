@@ -68,41 +68,6 @@ HEAD = 4096
 WINDOW = 65536
 
 
-class Cursor:
-    """Forward-only reads that share one window of bytes.
-
-    A request never starts before the window, so streaming mode can serve
-    it.  Bytes past the end of the image read as zeros, as in qemu
-    (``bdrv_aligned_preadv`` zero-fills beyond the end of the file).
-    """
-
-    def __init__(self, head):
-        self.start = 0
-        self.data = head
-        self.image_end = len(head) if len(head) < HEAD else None
-
-    def read(self, offset, length, ahead=0):
-        """Generator: ``length`` bytes at ``offset``, fetching at least
-        ``ahead`` bytes when it must ask; ``None`` if already passed."""
-        if offset < self.start:
-            return None
-        have = self.start + len(self.data)
-        end = offset + length
-        if end > have and (self.image_end is None or have < self.image_end):
-            begin = max(offset, have)
-            want = max(end, offset + ahead) - begin
-            more = yield base.Read(begin, want)
-            if len(more) < want:
-                self.image_end = begin + len(more)
-            if begin > have:
-                self.start, self.data = begin, more
-            else:
-                self.data = self.data[offset - self.start:] + more
-                self.start = offset
-        data = self.data[offset - self.start:end - self.start]
-        return data + b'\0' * (length - len(data))
-
-
 def walk(probe, cursor, offset, end, cluster_size, crypt_method, autoclear):
     """Generator: check the header extensions in ``[offset, end)``.
 
@@ -113,7 +78,7 @@ def walk(probe, cursor, offset, end, cluster_size, crypt_method, autoclear):
     found = {}
     while offset < end:
         raw = yield from cursor.read(offset, QCOW2_EXTENSION.size,
-                                     min(WINDOW, end - offset))
+                                     ahead=min(WINDOW, end - offset))
         ext_type, length = QCOW2_EXTENSION.unpack(raw)
         at, offset = offset, offset + QCOW2_EXTENSION.size
         # qemu checks the length before it looks at the type, even for

@@ -77,6 +77,7 @@ class QedInspector(base.FormatInspector):
     """QED, as qemu's ``qed`` driver opens it."""
 
     name = 'qed'
+    order = 20
 
     #: The checks this inspector can fail, and what each means.
     CHECKS = {

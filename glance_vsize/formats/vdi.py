@@ -94,6 +94,7 @@ class VdiInspector(base.FormatInspector):
     """VDI 1.1 images, checked as qemu 7.2's ``vdi_open`` does."""
 
     name = 'vdi'
+    order = 60
 
     #: The checks this inspector can fail, and what each means.
     CHECKS = {

@@ -145,20 +145,11 @@ def virtual_sectors(creator, current_size, geometry, rule):
     return chs, 'chs'
 
 
-def _window(head, offset, length):
-    """Generator: ``length`` bytes at ``offset`` as qemu reads them (zeros
-    past the end of the file), taken from ``head`` where it has them."""
-    data = head[offset:offset + length]
-    if len(head) == HEAD_LENGTH and offset + length > HEAD_LENGTH:
-        start = max(offset, HEAD_LENGTH)
-        data += yield base.Read(start, offset + length - start)
-    return data.ljust(length, b'\0')
-
-
 class VhdInspector(base.FormatInspector):
     """Microsoft VHD: fixed, dynamic and differencing disks."""
 
     name = 'vhd'
+    order = 40
     qemu_name = 'vpc'
 
     #: The checks this inspector can fail, and what each means.
@@ -252,7 +243,8 @@ class VhdInspector(base.FormatInspector):
             raise base.FormatError(
                 'dynamic_header', 'the footer at offset 0 gives Data Offset '
                 '%d, beyond any file' % data_offset)
-        raw = yield from _window(head, data_offset, DYNAMIC_HEADER_SIZE)
+        raw = yield from base.Reader(head, HEAD_LENGTH).read(
+            data_offset, DYNAMIC_HEADER_SIZE)
         header = DynamicHeader._make(VHD_DYNAMIC_HEADER.unpack_from(raw))
         table_offset = header.table_offset
         max_entries, block_size = header.max_table_entries, header.block_size

@@ -151,47 +151,12 @@ def _error(check, reason, *args):
     return base.FormatError(check, reason % args)
 
 
-class _Reader:
-    """Reads as qemu does (zeros past the end of the file), in
-    non-decreasing offset order; earlier bytes come from a small cache."""
-
-    def __init__(self, position):
-        self.position = position
-        self.cache = []
-        #: Where the image ends, once a read came back short.
-        self.image_end = None
-
-    def read(self, offset, length, what, cache=True):
-        if offset + length > BDRV_MAX_LENGTH:
-            raise _error('table_bounds', '%s: %d bytes at offset %d, beyond '
-                         'any file', what, length, offset)
-        data = b''
-        while offset < self.position and length:
-            part = next((chunk[offset - start:offset - start + length]
-                         for start, chunk in self.cache
-                         if start <= offset < start + len(chunk)), None)
-            if part is None:
-                raise _error('stream_order', '%s at offset %d lies before '
-                             'data already read', what, offset)
-            data += part
-            offset, length = offset + len(part), length - len(part)
-        if length:
-            more = yield base.Read(offset, length)
-            if len(more) < length:
-                self.image_end = offset + len(more)
-                more = more.ljust(length, b'\0')
-            if cache:
-                self.cache.append((offset, more))
-            self.position = offset + length
-            data += more
-        return data
-
-
 class VhdxInspector(base.FormatInspector):
     """Microsoft VHDX, dynamic and fixed (differencing disks are refused,
     as by qemu)."""
 
     name = 'vhdx'
+    order = 50
 
     #: The checks this inspector can fail, and what each means.
     CHECKS = {
@@ -226,7 +191,8 @@ class VhdxInspector(base.FormatInspector):
         creator = ident[8:].decode('utf-16-le', 'replace').split('\0')[0]
         if creator:
             probe.details['creator'] = creator
-        reader = _Reader(len(ident))
+        reader = base.Reader(position=len(ident), retain='all',
+                             limit=BDRV_MAX_LENGTH)
         # Both headers and the region table: 64 KiB to 256 KiB.
         start = HEADER_OFFSETS[0]
         block = yield from reader.read(

@@ -74,7 +74,7 @@ class BatTable:
             if reader.image_end is not None and at >= reader.image_end:
                 return
             chunk = yield from reader.read(at, min(step, count - first) * 8,
-                                           'the BAT', cache=False)
+                                           'the BAT', keep=False)
             if 1 in chunk[0::8].translate(_PRESENT):
                 self._add(chunk, first)
             chunk = None    # dropped before the next region is read

@@ -75,7 +75,7 @@ def scan(reader, header):
     for first in range(0, length, base.MAX_REGION):
         chunk = yield from reader.read(
             offset + first, min(base.MAX_REGION, length - first),
-            'the log', cache=False)
+            'the log', keep=False)
         for at in range(0, len(chunk), LOG_SECTOR):
             if chunk[at:at + 4] != LOG_SIGNATURE:
                 continue

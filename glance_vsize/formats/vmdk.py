@@ -120,6 +120,7 @@ class VmdkInspector(base.FormatInspector):
     descriptor files and extents naming other files are refused."""
 
     name = 'vmdk'
+    order = 30
 
     #: The checks this inspector can fail, and what each means.
     CHECKS = {
