@@ -52,7 +52,8 @@ ENGINE_CHECKS: Mapping[str, str] = {
 
 def catalogue() -> dict[str, Mapping[str, str]]:
     """Who declares which checks: ``engine``, then each registered format
-    inspector and each container layer, by name."""
+    inspector and each container layer, by name.
+    """
     found: dict[str, Mapping[str, str]] = {'engine': ENGINE_CHECKS}
     for inspector in registry.inspectors():
         found[inspector.name] = inspector.CHECKS

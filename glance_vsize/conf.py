@@ -118,7 +118,7 @@ only beyond this size.
 ]
 
 
-def register_opts(conf=cfg.CONF):
+def register_opts(conf: cfg.ConfigOpts = cfg.CONF) -> None:
     """Register the options and check ``nonfatal_checks``.
 
     :raises ValueError: when ``nonfatal_checks`` names a check that does
@@ -130,9 +130,10 @@ def register_opts(conf=cfg.CONF):
                     '[%s] nonfatal_checks' % GROUP)
 
 
-def policy(conf=cfg.CONF):
+def policy(conf: cfg.ConfigOpts = cfg.CONF) -> inspection.Policy:
     """The engine :class:`~glance_vsize.inspection.Policy` the options
-    describe."""
+    describe.
+    """
     register_opts(conf)
     group = conf[GROUP]
     return inspection.Policy(
@@ -146,6 +147,6 @@ def policy(conf=cfg.CONF):
         ratio_exempt_size=group.compression_ratio_exempt_size)
 
 
-def list_opts():
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options for oslo-config-generator (entry point oslo.config.opts)."""
     return [(GROUP, OPTS)]

@@ -32,7 +32,10 @@ LUKS header.  Only when it is the one format matched: any other signature
 beside it still refuses the image.
 """
 
+from collections.abc import Iterable
+from collections.abc import Sequence
 import logging
+from typing import Any
 
 from glance_vsize.formats import base
 from glance_vsize import inspection as insp_mod
@@ -44,7 +47,9 @@ LOG = logging.getLogger(__name__)
 CONTENT_PRECEDENCE = ('iso', 'gpt', 'mbr')
 
 
-def start(inspectors, policy):
+def start(inspectors: Iterable[base.FormatInspector],
+          policy: insp_mod.Policy,
+          ) -> list[tuple[base.Probe, base.Request | None]]:
     """Create one :class:`~base.Probe` per inspector and prime it.
 
     :returns: list of ``(probe, first_request)``.
@@ -57,7 +62,7 @@ def start(inspectors, policy):
     return started
 
 
-def step(probe, data):
+def step(probe: base.Probe, data: Any) -> base.Request | None:
     """Send ``data`` to the probe's generator; return its next request.
 
     Returns ``None`` once the probe is done.  Exceptions from format code
@@ -87,7 +92,8 @@ def step(probe, data):
     return _checked(probe, request)
 
 
-def _checked(probe, request):
+def _checked(probe: base.Probe,
+             request: base.Request) -> base.Request | None:
     """Refuse requests beyond the engine's bounds (a lying header)."""
     if isinstance(request, base.Read):
         if request.offset < 0 or not 0 <= request.length <= base.MAX_REGION:
@@ -108,7 +114,8 @@ def _checked(probe, request):
     return request
 
 
-def _abort(probe, check, reason):
+def _abort(probe: base.Probe, check: str,
+           reason: str) -> base.Request | None:
     if probe.matched:
         probe.fail(check, reason)
     probe.gen.close()
@@ -116,7 +123,8 @@ def _abort(probe, check, reason):
     return None
 
 
-def stream_order(probe, request, position):
+def stream_order(probe: base.Probe, request: base.Read,
+                 position: int) -> base.Request | None:
     """A probe wants bytes the stream has passed: record it, stop it."""
     return _abort(probe, 'stream_order',
                   'the %s inspector needs %d bytes at offset %d, but the '
@@ -125,7 +133,7 @@ def stream_order(probe, request, position):
                   % (probe.name, request.length, request.offset, position))
 
 
-def raw_view(containers: list, contents: list,
+def raw_view(containers: list[base.Probe], contents: list[base.Probe],
              disk_format: str | None) -> base.Probe | None:
     """The probe of a format that is read as raw because it is declared
     raw (a LUKS volume with ``disk_format`` raw), or ``None``.
@@ -142,7 +150,7 @@ def raw_view(containers: list, contents: list,
     return None
 
 
-def compatible(declared, detected):
+def compatible(declared: str | None, detected: str) -> bool:
     """Whether content of format ``detected`` may be uploaded as
     ``declared``.  qemu reads ISO images as raw, so raw accepts them."""
     if declared is None or declared == detected:
@@ -150,11 +158,13 @@ def compatible(declared, detected):
     return declared in insp_mod.RAW_LIKE and detected in ('raw', 'iso')
 
 
-def _describe(probe):
+def _describe(probe: base.Probe) -> str:
     return '%s (%s)' % (probe.name, probe.evidence)
 
 
-def decide(probes, disk_format, policy, length, final=True):
+def decide(probes: Sequence[base.Probe], disk_format: str | None,
+           policy: insp_mod.Policy, length: int | None,
+           final: bool = True) -> insp_mod.Inspection:
     """Arbitrate the probes' findings into an :class:`Inspection`.
 
     With ``final=False`` (mid-stream), only conclusions that no later byte

@@ -18,6 +18,7 @@ share one definition of what "safe" means.
 """
 
 import dataclasses
+from typing import Any
 
 #: The VMDK create types accepted by default: the two single-file,
 #: self-contained subformats.  Every other type names extent files.
@@ -86,16 +87,16 @@ class Policy:
     :param ratio_exempt_size: expanded bytes never refused for their ratio.
     """
 
-    nonfatal_checks: frozenset = frozenset()
+    nonfatal_checks: frozenset[str] = frozenset()
     refuse_mismatch: bool = True
-    vmdk_create_types: frozenset = DEFAULT_VMDK_CREATE_TYPES
+    vmdk_create_types: frozenset[str] = DEFAULT_VMDK_CREATE_TYPES
     vhd_size_rule: str = 'qemu7'
-    allowed_formats: frozenset = GLANCE_DISK_FORMATS
+    allowed_formats: frozenset[str] = GLANCE_DISK_FORMATS
     max_expanded_size: int = DEFAULT_MAX_EXPANDED_SIZE
     max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
     ratio_exempt_size: int = DEFAULT_RATIO_EXEMPT_SIZE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.vhd_size_rule not in VHD_SIZE_RULES:
             raise ValueError('vhd_size_rule must be one of %s, not %r'
                              % (', '.join(VHD_SIZE_RULES), self.vhd_size_rule))
@@ -104,10 +105,11 @@ class Policy:
             if getattr(self, name) < 0:
                 raise ValueError('%s must not be negative' % name)
 
-    def is_fatal(self, check):
+    def is_fatal(self, check: str) -> bool:
         """Whether a failed ``check`` refuses the image; else it is only a
         warning.  The one place of this rule: ``nonfatal_checks``, and
-        ``refuse_mismatch`` for ``format_mismatch``."""
+        ``refuse_mismatch`` for ``format_mismatch``.
+        """
         if check == 'format_mismatch' and not self.refuse_mismatch:
             return False
         return check not in self.nonfatal_checks
@@ -134,29 +136,30 @@ class Inspection:
         disks of an OVA).
     """
 
-    format: str = None
-    virtual_size: int = None
-    failures: dict = dataclasses.field(default_factory=dict)
-    warnings: dict = dataclasses.field(default_factory=dict)
-    variant: str = None
-    details: dict = dataclasses.field(default_factory=dict)
+    format: str | None = None
+    virtual_size: int | None = None
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    warnings: dict[str, str] = dataclasses.field(default_factory=dict)
+    variant: str | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
-    def safe(self):
+    def safe(self) -> bool:
         """True when a format was recognised, sized, and no check failed."""
         return (not self.failures and self.format is not None
                 and self.virtual_size is not None)
 
-    def record(self, check, reason, policy):
+    def record(self, check: str, reason: str, policy: Policy) -> None:
         """Record a failed ``check``: a failure, or a warning when
         ``policy`` makes it non-fatal.  The first reason for a check
-        wins."""
+        wins.
+        """
         if policy.is_fatal(check):
             self.failures.setdefault(check, reason)
         else:
             self.warnings.setdefault(check, reason)
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for an operator or an API error message."""
         if self.failures:
             return '; '.join('%s: %s' % item
@@ -170,7 +173,7 @@ class Inspection:
                 '%s: %s' % item for item in sorted(self.warnings.items()))
         return line
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {'format': self.format, 'virtual_size': self.virtual_size,
                 'safe': self.safe, 'failures': dict(self.failures),
                 'warnings': dict(self.warnings), 'variant': self.variant}
@@ -179,6 +182,6 @@ class Inspection:
 class ImageRejected(Exception):
     """Raised by a fail-fast :class:`InspectingReader` on a refused image."""
 
-    def __init__(self, inspection):
+    def __init__(self, inspection: Inspection) -> None:
         self.inspection = inspection
         super().__init__('image refused: %s' % inspection.describe())

@@ -25,7 +25,10 @@ but count bytes and keep that tail reference.
 """
 
 import collections
+from collections.abc import Sequence
 import dataclasses
+from typing import Protocol
+from typing import TypeAlias
 
 from glance_vsize import engine
 from glance_vsize.formats import base
@@ -34,6 +37,32 @@ from glance_vsize import registry
 
 #: "No region wanted": beyond any stream position.
 _NOTHING = float('inf')
+
+#: A piece of the stream, as the drivers receive it.
+Chunk: TypeAlias = bytes | bytearray | memoryview
+
+
+class PushInspector(Protocol):
+    """What a push inspector provides: :class:`StreamInspector`, and every
+    container layer
+    (:class:`~glance_vsize.containers.base.ContainerInspector`).  The
+    stream drivers need nothing else.
+    """
+
+    #: Bytes fed so far.
+    position: int
+    #: The verdict, once :meth:`finish` has run.
+    result: inspection.Inspection | None
+
+    @property
+    def refusal(self) -> inspection.Inspection | None:
+        """A verdict as soon as the image is certain to be refused."""
+
+    def feed(self, chunk: Chunk) -> None:
+        """Account for the next ``chunk`` of the stream."""
+
+    def finish(self) -> inspection.Inspection:
+        """The stream has ended: decide."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -47,7 +76,7 @@ class _PendingRead:
     buf: bytearray = dataclasses.field(default_factory=bytearray)
 
     @property
-    def want(self):
+    def want(self) -> int:
         """The offset of the next byte the region needs."""
         return self.offset + len(self.buf)
 
@@ -61,20 +90,26 @@ class StreamInspector:
         registered ones).
     """
 
-    def __init__(self, disk_format=None, policy=None, inspectors=None):
+    def __init__(self, disk_format: str | None = None,
+                 policy: inspection.Policy | None = None,
+                 inspectors: Sequence[base.FormatInspector] | None = None,
+                 ) -> None:
         self.disk_format = disk_format
         self.policy = policy or inspection.DEFAULT_POLICY
         if inspectors is None:
             inspectors = registry.inspectors()
         self.position = 0
-        self.result = None
-        self._pending = []          # _PendingRead, in request order
-        self._wanted = _NOTHING     # the lowest offset a pending Read wants
-        self._at_end = []           # (probe, Tail or LENGTH)
-        self._tail = collections.deque()
+        self.result: inspection.Inspection | None = None
+        #: The Reads being filled, in request order.
+        self._pending: list[_PendingRead] = []
+        #: The lowest offset a pending Read wants.
+        self._wanted: float = _NOTHING
+        #: The requests answered at the end: a Tail, or LENGTH.
+        self._at_end: list[tuple[base.Probe, base.Tail | base.Length]] = []
+        self._tail: collections.deque[bytes] = collections.deque()
         self._tail_len = 0
         self._eof = False
-        self._refusal = None
+        self._refusal: inspection.Inspection | None = None
         started = engine.start(inspectors, self.policy)
         self.probes = [probe for probe, _ in started]
         for probe, request in started:
@@ -82,12 +117,13 @@ class StreamInspector:
         self._check_early()
 
     @property
-    def refusal(self):
+    def refusal(self) -> inspection.Inspection | None:
         """An :class:`Inspection` as soon as the image is certain to be
-        refused, before the stream ends; else ``None``."""
+        refused, before the stream ends; else ``None``.
+        """
         return self._refusal
 
-    def feed(self, chunk):
+    def feed(self, chunk: Chunk) -> None:
         """Account for the next ``chunk`` of the stream (bytes-like)."""
         size = len(chunk)
         if not size:
@@ -98,9 +134,11 @@ class StreamInspector:
         # Keep references to the chunks that hold the last MAX_TAIL bytes
         # (copies of mutable buffers, which the caller may reuse: only
         # their last MAX_TAIL bytes, so count what is kept).
-        if type(chunk) is not bytes:
-            chunk = bytes(chunk[-base.MAX_TAIL:])
-        kept = len(chunk)
+        if type(chunk) is bytes:
+            piece = chunk
+        else:
+            piece = bytes(chunk[-base.MAX_TAIL:])
+        kept = len(piece)
         tail = self._tail
         if kept >= base.MAX_TAIL:
             tail.clear()
@@ -109,9 +147,9 @@ class StreamInspector:
             self._tail_len += kept
             while tail and self._tail_len - len(tail[0]) >= base.MAX_TAIL:
                 self._tail_len -= len(tail.popleft())
-        tail.append(chunk)
+        tail.append(piece)
 
-    def finish(self):
+    def finish(self) -> inspection.Inspection:
         """The stream has ended: answer what is left and decide."""
         if self.result is not None:
             return self.result
@@ -131,17 +169,19 @@ class StreamInspector:
 
     # Internals -----------------------------------------------------------
 
-    def _answer(self, request):
-        if request is base.LENGTH:
+    def _answer(self, request: base.Tail | base.Length) -> bytes | int:
+        if isinstance(request, base.Length):
             return self.position
         if not self._tail:
             return b''
         data = b''.join(self._tail)
         return data[-request.length:]
 
-    def _dispatch(self, probe, request, floor):
+    def _dispatch(self, probe: base.Probe, request: base.Request | None,
+                  floor: int) -> None:
         """Route a probe's request; ``floor`` is the lowest offset still
-        available (the start of the chunk being processed)."""
+        available (the start of the chunk being processed).
+        """
         while request is not None:
             if isinstance(request, base.Read):
                 if request.offset < floor:
@@ -164,10 +204,11 @@ class StreamInspector:
             self._at_end.append((probe, request))
             return
 
-    def _fill(self, chunk, start, size):
+    def _fill(self, chunk: Chunk, start: int, size: int) -> None:
         """Hand the bytes of ``chunk`` (at offset ``start``) to the pending
         reads; a probe whose region is complete runs at once, and its next
-        request is served from the same chunk when it can be."""
+        request is served from the same chunk when it can be.
+        """
         end = start + size
         pending = self._pending
         delivered = False
@@ -194,11 +235,9 @@ class StreamInspector:
         if delivered:
             self._check_early()
 
-    def _check_early(self):
+    def _check_early(self) -> None:
         if self._refusal is None:
             verdict = engine.decide(self.probes, self.disk_format,
                                     self.policy, None, final=False)
             if verdict.failures:
                 self._refusal = verdict
-
-

@@ -18,37 +18,42 @@ where plugins add theirs.  They run in the order of their
 :attr:`~glance_vsize.formats.base.FormatInspector.order`, then by name.
 """
 
+from importlib import metadata
 import logging
+from typing import Any
 
 from stevedore import extension
 
+from glance_vsize.formats import base
 from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
 NAMESPACE = 'glance_vsize.inspectors'
 
-_CACHE = None
+_CACHE: tuple[base.FormatInspector, ...] | None = None
 
 
-def _failed(manager, entry_point, exc):
+def _failed(manager: extension.ExtensionManager[Any],
+            entry_point: metadata.EntryPoint, exc: BaseException) -> None:
     LOG.error('Could not load inspector %s: %s', entry_point.name, exc)
 
 
-def inspectors():
+def inspectors() -> tuple[base.FormatInspector, ...]:
     """One instance of every registered inspector, in order."""
     global _CACHE
     if _CACHE is None:
-        manager = extension.ExtensionManager(
+        manager: extension.ExtensionManager[Any] = extension.ExtensionManager(
             NAMESPACE, invoke_on_load=False,
             on_load_failure_callback=_failed)
-        classes = sorted((ext.plugin for ext in manager),
-                         key=lambda cls: (cls.order, cls.name))
+        classes: list[type[base.FormatInspector]] = sorted(
+            (ext.plugin for ext in manager),
+            key=lambda cls: (cls.order, cls.name))
         _CACHE = tuple(cls() for cls in classes)
     return _CACHE
 
 
-def disk_formats():
+def disk_formats() -> list[str]:
     """Every disk_format name the engine can check content against."""
     return sorted(inspection.GLANCE_DISK_FORMATS | {
         i.name for i in inspectors() if not i.content})

@@ -16,6 +16,7 @@ The same format code as streaming mode answers, so a 1 TiB staged file
 costs a handful of pread calls.
 """
 
+from collections.abc import Sequence
 import os
 
 from glance_vsize import containers
@@ -29,7 +30,7 @@ from glance_vsize import registry
 STREAM_CHUNK = 1 << 20
 
 
-def _pread(fd, length, offset):
+def _pread(fd: int, length: int, offset: int) -> bytes:
     parts = []
     while length > 0:
         data = os.pread(fd, length, offset)
@@ -41,7 +42,10 @@ def _pread(fd, length, offset):
     return b''.join(parts)
 
 
-def inspect_fd(fd, disk_format=None, policy=None, inspectors=None):
+def inspect_fd(fd: int, disk_format: str | None = None,
+               policy: inspection.Policy | None = None,
+               inspectors: Sequence[base.FormatInspector] | None = None,
+               ) -> inspection.Inspection:
     """Inspect the image behind an open file descriptor."""
     policy = policy or inspection.DEFAULT_POLICY
     if inspectors is None:
@@ -50,9 +54,10 @@ def inspect_fd(fd, disk_format=None, policy=None, inspectors=None):
     started = engine.start(inspectors, policy)
     for probe, request in started:
         while request is not None:
+            data: bytes | int
             if isinstance(request, base.Read):
                 data = _pread(fd, request.length, request.offset)
-            elif request is base.LENGTH:
+            elif isinstance(request, base.Length):
                 data = length
             else:
                 start = max(0, length - request.length)
@@ -62,7 +67,10 @@ def inspect_fd(fd, disk_format=None, policy=None, inspectors=None):
                          policy, length)
 
 
-def inspect_file(path, disk_format=None, policy=None, container_format=None):
+def inspect_file(path: str | os.PathLike[str], disk_format: str | None = None,
+                 policy: inspection.Policy | None = None,
+                 container_format: str | None = None,
+                 ) -> inspection.Inspection:
     """Inspect the image at ``path`` (a file or a block device).
 
     :param container_format: as for
@@ -82,7 +90,9 @@ def inspect_file(path, disk_format=None, policy=None, container_format=None):
         os.close(fd)
 
 
-def _stream_file(path, disk_format, policy, container_format):
+def _stream_file(path: str | os.PathLike[str], disk_format: str | None,
+                 policy: inspection.Policy | None,
+                 container_format: str | None) -> inspection.Inspection:
     inspector = containers.stream_inspector(container_format, disk_format,
                                             policy)
     with open(path, 'rb') as f:

@@ -25,6 +25,10 @@ has what it needs from the head of the stream, :meth:`feed` does nothing
 but count bytes and keep that tail reference.
 """
 
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+
 from glance_vsize import containers
 from glance_vsize import inspection
 from glance_vsize.push import StreamInspector  # noqa: F401
@@ -56,26 +60,30 @@ class InspectingReader:
     :raises ValueError: for another container format.
     """
 
-    def __init__(self, source, disk_format=None, policy=None,
-                 fail_fast=False, expected_size=None, container_format=None):
+    def __init__(self, source: Any, disk_format: str | None = None,
+                 policy: inspection.Policy | None = None,
+                 fail_fast: bool = False, expected_size: int | None = None,
+                 container_format: str | None = None) -> None:
         self._inspector = containers.stream_inspector(
             container_format, disk_format, policy)
         self._fail_fast = fail_fast
         self._expected = expected_size
-        self._read = getattr(source, 'read', None)
-        self._chunks = None if self._read else iter(source)
+        self._read: Callable[[int], bytes] | None = getattr(
+            source, 'read', None)
+        self._chunks: Iterator[bytes] = (
+            iter(()) if self._read else iter(source))
         self._leftover = b''
 
     @property
-    def result(self):
+    def result(self) -> inspection.Inspection | None:
         """The verdict once the stream has ended, else ``None``."""
         return self._inspector.result
 
     @property
-    def bytes_read(self):
+    def bytes_read(self) -> int:
         return self._inspector.position
 
-    def _pull(self, size):
+    def _pull(self, size: int) -> bytes:
         if self._read is not None:
             return self._read(size)
         for chunk in self._chunks:
@@ -83,7 +91,7 @@ class InspectingReader:
                 return chunk
         return b''
 
-    def _account(self, chunk):
+    def _account(self, chunk: bytes) -> None:
         if chunk:
             inspector = self._inspector
             inspector.feed(chunk)
@@ -93,7 +101,7 @@ class InspectingReader:
                 return
         self.finish()
 
-    def finish(self, check=True):
+    def finish(self, check: bool = True) -> inspection.Inspection:
         """Decide now: the consumer has read all it will read.
 
         :param check: in fail-fast mode, raise for an unsafe image.
@@ -105,7 +113,7 @@ class InspectingReader:
             raise inspection.ImageRejected(result)
         return result
 
-    def read(self, size=-1):
+    def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             parts = [self._leftover]
             self._leftover = b''
@@ -125,7 +133,7 @@ class InspectingReader:
             chunk, self._leftover = chunk[:size], chunk[size:]
         return chunk
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         if self._leftover:
             chunk, self._leftover = self._leftover, b''
             yield chunk

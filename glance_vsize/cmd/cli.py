@@ -28,8 +28,12 @@ says), 2 usage or I/O error (one line on standard error).
 """
 
 import argparse
+from collections.abc import Sequence
 import json
 import sys
+from typing import BinaryIO
+from typing import NoReturn
+from typing import TextIO
 
 from glance_vsize.cmd import backfill
 from glance_vsize import containers
@@ -48,12 +52,12 @@ CONTAINER_DETAILS = ('container', 'compression', 'expanded_size', 'disk',
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, '%s: error: %s\n' % (self.prog, message))
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='glance-vsize', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
     cmd = sub.add_parser('inspect', help='inspect one image')
@@ -78,7 +82,8 @@ def _parser():
     return parser
 
 
-def _print(result, as_json, out):
+def _print(result: inspection.Inspection, as_json: bool,
+           out: TextIO) -> None:
     if as_json:
         verdict = {'format': result.format,
                    'virtual_size': result.virtual_size,
@@ -111,7 +116,8 @@ def _print(result, as_json, out):
         out.write('warning:      %s: %s\n' % (check, reason))
 
 
-def main(argv=None, stdin=None, stdout=None):
+def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None,
+         stdout: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     stdout = stdout or sys.stdout
     if args.command == 'backfill':
@@ -128,7 +134,7 @@ def main(argv=None, stdin=None, stdout=None):
                 container_format=args.container_format)
             for _chunk in reader:
                 pass
-            result = reader.result
+            result = reader.finish()
         else:
             result = seekable.inspect_file(
                 args.path, args.disk_format, policy,

@@ -21,30 +21,36 @@ size are the inner image's.  Glance's bare-like container formats (see
 payload is the image.
 """
 
+from glance_vsize.containers import base
 from glance_vsize.containers import compressed
 from glance_vsize.containers import ova
 from glance_vsize import inspection
 from glance_vsize import push
 
 #: Glance container_format -> its inspector class.
-INSPECTORS = {
+INSPECTORS: dict[str, type[base.ContainerInspector]] = {
     'ova': ova.OvaInspector,
     'compressed': compressed.CompressedInspector,
 }
 
 #: Every container_format the engine reads.
 CONTAINER_FORMATS = tuple(sorted(
-    (inspection.BARE_CONTAINERS - {None}) | set(INSPECTORS)))
+    {name for name in inspection.BARE_CONTAINERS if name is not None}
+    | set(INSPECTORS)))
 
 
-def stream_inspector(container_format, disk_format=None, policy=None):
+def stream_inspector(container_format: str | None,
+                     disk_format: str | None = None,
+                     policy: inspection.Policy | None = None,
+                     ) -> push.PushInspector:
     """The push inspector for ``container_format``: a
     :class:`~glance_vsize.push.StreamInspector` for a bare-like one.
 
     :raises ValueError: for a container format the engine does not read
         (``ovf``, a descriptor alone; ``docker``, a tar of layers).
     """
-    if container_format in inspection.BARE_CONTAINERS:
+    if container_format is None or \
+            container_format in inspection.BARE_CONTAINERS:
         return push.StreamInspector(disk_format, policy)
     cls = INSPECTORS.get(container_format)
     if cls is None:

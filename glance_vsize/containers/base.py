@@ -22,11 +22,13 @@ inner image's, and what the container held in ``details``.
 """
 
 from collections.abc import Mapping
+from typing import Any
 from typing import ClassVar
 
 from glance_vsize import engine
 from glance_vsize.formats import base as formats_base
 from glance_vsize import inspection
+from glance_vsize import push
 
 
 class ContainerError(formats_base.FormatError):
@@ -48,47 +50,50 @@ class ContainerInspector:
     """
 
     #: The Glance container_format name.
-    name = None
+    name: ClassVar[str] = ''
     #: The checks this container can fail (name -> what it means); see
     #: :mod:`glance_vsize.checks`.
     CHECKS: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, disk_format=None, policy=None):
+    def __init__(self, disk_format: str | None = None,
+                 policy: inspection.Policy | None = None) -> None:
         self.disk_format = disk_format
         self.policy = policy or inspection.DEFAULT_POLICY
         self.position = 0
-        self.result = None
-        self.failures = {}
-        self.details = {'container': self.name}
-        self._refusal = None
+        self.result: inspection.Inspection | None = None
+        self.failures: dict[str, str] = {}
+        self.details: dict[str, Any] = {'container': self.name}
+        self._refusal: inspection.Inspection | None = None
         self._stopped = False
 
     @property
-    def refusal(self):
+    def refusal(self) -> inspection.Inspection | None:
         """An :class:`Inspection` as soon as the container is certain to be
-        refused, before it ends; else ``None``."""
+        refused, before it ends; else ``None``.
+        """
         return self._refusal
 
-    def fail(self, check, reason):
+    def fail(self, check: str, reason: str) -> None:
         """Record a container failure; the first reason for a check wins.
-        A fatal one stops the reading and makes the refusal known."""
+        A fatal one stops the reading and makes the refusal known.
+        """
         self.failures.setdefault(check, reason)
         if self.policy.is_fatal(check):
             self.stop()
 
-    def stop(self):
+    def stop(self) -> None:
         """Read no further: count the remaining bytes only."""
         self._stopped = True
         self._check_early()
 
-    def _check_early(self):
+    def _check_early(self) -> None:
         """Make the refusal known once the verdict has a failure."""
         if self._refusal is None:
             verdict = self._verdict(final=False)
             if verdict.failures:
                 self._refusal = verdict
 
-    def feed(self, chunk):
+    def feed(self, chunk: push.Chunk) -> None:
         """Account for the next ``chunk`` of the container (bytes-like)."""
         size = len(chunk)
         if not size:
@@ -104,7 +109,7 @@ class ContainerInspector:
             self.failures.setdefault(exc.check, exc.reason)
             self.stop()
 
-    def finish(self):
+    def finish(self) -> inspection.Inspection:
         """The container has ended: decide."""
         if self.result is None:
             try:
@@ -116,23 +121,26 @@ class ContainerInspector:
 
     # Subclass interface --------------------------------------------------
 
-    def _feed(self, chunk):
+    def _feed(self, chunk: push.Chunk) -> None:
         raise NotImplementedError()
 
-    def _finish(self):
+    def _finish(self) -> None:
         """The end of the container (also after :meth:`stop`)."""
         raise NotImplementedError()
 
-    def _verdict(self, final):
+    def _verdict(self, final: bool) -> inspection.Inspection:
         raise NotImplementedError()
 
     # Helpers -------------------------------------------------------------
 
-    def build(self, inner, where, final, extra=None):
+    def build(self, inner: inspection.Inspection | None, where: str,
+              final: bool, extra: Mapping[str, str] | None = None,
+              ) -> inspection.Inspection:
         """The verdict: ``inner`` (an :class:`Inspection` of the disk image,
         or ``None`` when there is none) with the container's failures (and
         the ``extra`` ones found while deciding) and details.  Inner
-        reasons are prefixed with ``where``."""
+        reasons are prefixed with ``where``.
+        """
         result = inspection.Inspection()
         if inner is not None:
             result.format = inner.format
@@ -149,14 +157,17 @@ class ContainerInspector:
                 'the %s container holds no disk image' % self.name)
         return result
 
-    def add(self, result, check, reason):
+    def add(self, result: inspection.Inspection, check: str,
+            reason: str) -> None:
         """Record a container check in ``result`` as the policy says."""
         result.record(check, reason, self.policy)
 
-    def check_format(self, result, found):
+    def check_format(self, result: inspection.Inspection,
+                     found: str) -> None:
         """Add ``format_mismatch`` when the inner image is not of the
         declared ``disk_format`` (as :func:`engine.decide` does for a bare
-        image)."""
+        image).
+        """
         if result.format is None or engine.compatible(self.disk_format,
                                                       result.format):
             return
@@ -165,9 +176,11 @@ class ContainerInspector:
                       self.policy)
 
 
-def merge(result, inner, where):
+def merge(result: inspection.Inspection, inner: inspection.Inspection,
+          where: str) -> None:
     """Copy ``inner``'s failures and warnings into ``result``, naming where
-    they were found.  The first reason for a check wins."""
+    they were found.  The first reason for a check wins.
+    """
     for check, reason in inner.failures.items():
         result.failures.setdefault(check, '%s: %s' % (where, reason))
     for check, reason in inner.warnings.items():

@@ -138,7 +138,8 @@ class CompressedInspector(base.ContainerInspector):
 
     def _check_trailing(self):
         """Refuse what follows the compressed data (or padding that the
-        tool refuses), as the decoder found it."""
+        tool refuses), as the decoder found it.
+        """
         if self.decoder.trailing is not None:
             self.fail('trailing_data', self.decoder.trailing_reason)
 

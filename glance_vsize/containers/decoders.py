@@ -53,6 +53,7 @@ zstd (RFC 8878) is in :mod:`glance_vsize.containers.zstd`.
 
 import bz2
 import lzma
+from typing import ClassVar
 import zlib
 
 from glance_vsize.containers import base
@@ -70,9 +71,9 @@ class Decoder:
     """Base class: one compression format, possibly several members."""
 
     #: Name, for messages and ``Inspection.details``.
-    name = None
+    name: ClassVar[str] = ''
     #: Magic bytes that start every member.
-    magic = None
+    magic: ClassVar[bytes] = b''
     #: Whether zero bytes may follow a member (see :meth:`_padding`).
     zero_padding = True
 
@@ -93,7 +94,8 @@ class Decoder:
 
     def _step(self, data):
         """Decompress up to PIECE bytes from ``data``; returns
-        ``(output, unconsumed input, may hold more output)``."""
+        ``(output, unconsumed input, may hold more output)``.
+        """
         raise NotImplementedError()
 
     def decode(self, data):
@@ -130,7 +132,8 @@ class Decoder:
         """Count zero bytes after a member; return the data from the next
         member's magic on.  Padding the tool refuses (:meth:`_padding`),
         or anything else, sets :attr:`trailing` and ends the decoding:
-        what follows is not read."""
+        what follows is not read.
+        """
         data = self._gap + data
         self._gap = b''
         stripped = data.lstrip(b'\0')
@@ -162,7 +165,8 @@ class Decoder:
     def _padding(self, end):
         """``None`` if the tool accepts :attr:`_zeros` zero bytes after a
         member, followed by the end of the data (``end``) or by more;
-        else why not."""
+        else why not.
+        """
         raise NotImplementedError()
 
     def _trail(self, offset, reason=None):
@@ -174,7 +178,8 @@ class Decoder:
 
     def finish(self):
         """The data has ended: raise ``truncated`` if a member was cut;
-        set :attr:`trailing` if the padding at the end is refused."""
+        set :attr:`trailing` if the padding at the end is refused.
+        """
         if self.trailing is not None:
             return
         if self._obj is not None or self._gap:
@@ -245,7 +250,8 @@ class XzDecoder(_BufferingDecoder):
 
     def _padding(self, end):
         """The .xz File Format 1.2.1, 2.2: "the size of Stream Padding
-        MUST be a multiple of four bytes"."""
+        MUST be a multiple of four bytes".
+        """
         if self._zeros % 4 == 0:
             return None
         return ('%d zero bytes of xz Stream Padding at offset %d: not a '

@@ -76,7 +76,8 @@ def _attr(elem, name):
 
 def parse_xml(data):
     """Parse ``data`` with expat into an ElementTree root, refusing DTDs
-    and entities.  Raises :class:`~base.ContainerError`."""
+    and entities.  Raises :class:`~base.ContainerError`.
+    """
     builder = ElementTree.TreeBuilder()
     parser = expat.ParserCreate(namespace_separator='}')
 
@@ -113,7 +114,8 @@ def parse_xml(data):
 def member_name(href):
     """The archive member an ``ovf:href`` names, or ``None`` when it names
     something outside the package: a URL, an absolute path, a path that
-    climbs with ``..``."""
+    climbs with ``..``.
+    """
     parts = urllib.parse.urlsplit(href)
     if parts.scheme or parts.netloc or parts.query or parts.fragment:
         return None
@@ -129,7 +131,8 @@ def member_name(href):
 
 def capacity_bytes(capacity, units):
     """``ovf:capacity`` in bytes, or ``None`` when it is not a plain
-    number (it may reference a property) or the unit is not bytes."""
+    number (it may reference a property) or the unit is not bytes.
+    """
     if capacity is None or not capacity.strip().isdigit():
         return None
     match = _UNITS.match(units or 'byte')
@@ -144,7 +147,8 @@ def capacity_bytes(capacity, units):
 def parse(data):
     """Parse a descriptor.  Raises :class:`~base.ContainerError`
     ``ova_descriptor`` when it cannot be used at all; reports files it
-    names outside the package as ``ova_reference`` problems."""
+    names outside the package as ``ova_reference`` problems.
+    """
     if len(data) > MAX_DESCRIPTOR:
         raise base.ContainerError(
             'ova_descriptor', 'the OVF descriptor is more than %d bytes'

@@ -73,7 +73,8 @@ def _cstring(raw):
 
 def number(field, what, offset):
     """A numeric header field: octal digits, or GNU base-256 (first byte
-    0x80) for values that do not fit."""
+    0x80) for values that do not fit.
+    """
     if field[:1] == b'\x80':
         return int.from_bytes(field[1:], 'big')
     if field[:1] == b'\xff':
@@ -91,7 +92,8 @@ def number(field, what, offset):
 
 def checksum_ok(block):
     """POSIX: the unsigned sum of the header bytes with the chksum field
-    taken as spaces; historic writers summed signed bytes."""
+    taken as spaces; historic writers summed signed bytes.
+    """
     stored = number(block[148:156], 'chksum', 0)
     rest = block[:148] + b' ' * 8 + block[156:]
     unsigned = sum(rest)

@@ -50,7 +50,7 @@ from glance_vsize.containers import decoders
 try:
     import zstandard
 except ImportError:  # pragma: no cover - exercised where it is missing
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]
 
 MAGIC = b'\x28\xb5\x2f\xfd'
 SKIPPABLE_MASK = 0xFFFFFFF0
@@ -72,7 +72,8 @@ _FRAME = (_HEADER, _BLOCK_HEADER, _BLOCK, _CHECKSUM)
 
 def _magic_prefix(field):
     """Whether ``field`` (1-3 bytes) may start a frame or skippable frame:
-    if so, data ending there is cut short, else it is trailing data."""
+    if so, data ending there is cut short, else it is trailing data.
+    """
     return MAGIC.startswith(field) or (
         field[0] & 0xF0 == 0x50 and _SKIPPABLE.startswith(field[1:]))
 

@@ -12,4 +12,5 @@
 
 
 """One module per disk format; :mod:`glance_vsize.formats.base` holds the
-protocol they share with the engine."""
+protocol they share with the engine.
+"""

@@ -42,9 +42,18 @@ Rules for inspectors, so that one pass is enough:
   by raising :class:`FormatError` (and stop).
 """
 
-import collections
+from collections.abc import Generator
 from collections.abc import Mapping
+from typing import Any
 from typing import ClassVar
+from typing import NamedTuple
+from typing import overload
+from typing import TYPE_CHECKING
+from typing import TypeAlias
+from typing import TypeVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from glance_vsize import inspection
 
 #: The largest region one request may ask for.  Formats bound their own
 #: header lengths well below this; it is the engine's last line of defence.
@@ -55,23 +64,44 @@ MAX_TAIL = 4096
 
 SECTOR = 512
 
-Read = collections.namedtuple('Read', 'offset length')
-Read.__doc__ = 'Request: ``length`` bytes at absolute ``offset``.'
 
-Tail = collections.namedtuple('Tail', 'length')
-Tail.__doc__ = 'Request: the last ``length`` bytes of the image.'
+class Read(NamedTuple):
+    """Request: ``length`` bytes at absolute ``offset``."""
+
+    offset: int
+    length: int
 
 
-class _Length:
+class Tail(NamedTuple):
+    """Request: the last ``length`` bytes of the image."""
+
+    length: int
+
+
+class Length:
     """Request: the image's total length in bytes (an ``int``)."""
 
     __slots__ = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return 'LENGTH'
 
 
-LENGTH = _Length()
+LENGTH = Length()
+
+#: What an inspector may yield.
+Request: TypeAlias = Read | Tail | Length
+
+#: What an inspector receives back: ``bytes`` for a :class:`Read` (maybe
+#: short) or a :class:`Tail`, an ``int`` for :data:`LENGTH`.  The type
+#: depends on the request, which Python's types cannot say, hence ``Any``.
+Answer: TypeAlias = Any
+
+T = TypeVar('T')
+
+#: The generator of a format inspector, or of a helper it delegates to
+#: with ``yield from``, that returns ``T``: ``Reads[bytes]``.
+Reads: TypeAlias = Generator[Request, Answer, T]
 
 
 class FormatError(Exception):
@@ -81,18 +111,18 @@ class FormatError(Exception):
     :param reason: what was found and where, for a human.
     """
 
-    def __init__(self, check, reason):
+    def __init__(self, check: str, reason: str) -> None:
         self.check = check
         self.reason = reason
         super().__init__('%s: %s' % (check, reason))
 
 
-def read_exact(offset, length, what):
+def read_exact(offset: int, length: int, what: str) -> Reads[bytes]:
     """Generator helper: ``data = yield from read_exact(off, n, 'header')``.
 
     Raises :class:`FormatError` ``truncated`` when the image ends first.
     """
-    data = yield Read(offset, length)
+    data: bytes = yield Read(offset, length)
     if len(data) < length:
         raise FormatError(
             'truncated', '%s needs %d bytes at offset %d but the image ends '
@@ -126,29 +156,41 @@ class Reader:
         ``table_bounds``.
     """
 
-    def __init__(self, head=b'', asked=None, *, position=None,
-                 retain='window', limit=None):
+    def __init__(self, head: bytes = b'', asked: int | None = None, *,
+                 position: int | None = None, retain: str = 'window',
+                 limit: int | None = None) -> None:
         if retain not in ('window', 'all'):
             raise ValueError('retain must be window or all, not %r'
                              % (retain,))
         self.retain = retain
         self.limit = limit
         #: Retained (offset, bytes), in offset order.
-        self.chunks = [(0, head)] if head else []
+        self.chunks: list[tuple[int, bytes]] = [(0, head)] if head else []
         #: The end of the bytes asked for so far.
         self.position = len(head) if position is None else position
         #: Where the image ends, once a read came back short.
-        self.image_end = None
+        self.image_end: int | None = None
         if asked is not None and len(head) < asked:
             self.image_end = len(head)
 
-    def _retained(self, offset, end):
+    def _retained(self, offset: int, end: int) -> bytes | None:
         for start, chunk in self.chunks:
             if start <= offset < start + len(chunk):
                 return chunk[offset - start:end - start]
         return None
 
-    def read(self, offset, length, what=None, *, ahead=0, keep=True):
+    @overload
+    def read(self, offset: int, length: int, what: str, *,
+             ahead: int = 0, keep: bool = True) -> Reads[bytes]:
+        ...
+
+    @overload
+    def read(self, offset: int, length: int, what: None = None, *,
+             ahead: int = 0, keep: bool = True) -> Reads[bytes | None]:
+        ...
+
+    def read(self, offset: int, length: int, what: str | None = None, *,
+             ahead: int = 0, keep: bool = True) -> Reads[bytes | None]:
         """Generator: ``length`` bytes at ``offset``, zeros past the end of
         the image; asking for at least ``ahead`` bytes when it must ask.
 
@@ -178,13 +220,13 @@ class Reader:
             if end <= self.position or self.image_end is not None:
                 return data.ljust(length, b'\0')
             # The window now starts at this read's offset.
-            kept = self._retained(offset, self.position) \
+            kept = (self._retained(offset, self.position) or b'') \
                 if offset < self.position else b''
             self.chunks = []
         elif at == end:
             return data
         want = max(end, offset + ahead) - at
-        more = yield Read(at, want)
+        more: bytes = yield Read(at, want)
         if len(more) < want:
             self.image_end = at + len(more)
             more = more.ljust(want, b'\0')
@@ -197,15 +239,15 @@ class Reader:
         return data.ljust(length, b'\0')
 
 
-def round_up(value, align=SECTOR):
+def round_up(value: int, align: int = SECTOR) -> int:
     return -(-value // align) * align
 
 
-def round_down(value, align=SECTOR):
+def round_down(value: int, align: int = SECTOR) -> int:
     return value // align * align
 
 
-def cstring(raw):
+def cstring(raw: bytes) -> str:
     """Bytes up to the first NUL, decoded leniently for messages."""
     return raw.split(b'\0', 1)[0].decode('ascii', 'replace')
 
@@ -224,28 +266,30 @@ class Probe:
     :ivar details: extra facts reported in ``Inspection.details``.
     """
 
-    def __init__(self, inspector):
+    def __init__(self, inspector: 'FormatInspector') -> None:
         self.inspector = inspector
         self.matched = False
-        self.evidence = None
-        self.virtual_size = None
-        self.variant = None
+        self.evidence: str | None = None
+        self.virtual_size: int | None = None
+        self.variant: str | None = None
         self.raw_data = False
-        self.failures = {}
-        self.details = {}
+        self.failures: dict[str, str] = {}
+        self.details: dict[str, Any] = {}
         self.done = False
+        #: The running :meth:`FormatInspector.inspect` (set by the engine).
+        self.gen: Reads[None]
 
     @property
-    def name(self):
+    def name(self) -> str:
         return self.inspector.name
 
-    def match(self, evidence, variant=None):
+    def match(self, evidence: str, variant: str | None = None) -> None:
         self.matched = True
         self.evidence = evidence
         if variant is not None:
             self.variant = variant
 
-    def fail(self, check, reason):
+    def fail(self, check: str, reason: str) -> None:
         """Record a failed check; the first reason for a check wins."""
         self.failures.setdefault(check, reason)
 
@@ -258,24 +302,25 @@ class FormatInspector:
     """
 
     #: The Glance ``disk_format`` name of the format.
-    name = None
+    name: ClassVar[str] = ''
     #: qemu's driver name, when it differs (``vpc``, ``parallels``).
-    qemu_name = None
+    qemu_name: ClassVar[str | None] = None
     #: A content signature (ISO 9660, GPT, MBR) that describes the
     #: guest-visible bytes of a raw disk rather than an image container.
-    content = False
+    content: ClassVar[bool] = False
     #: The checks this inspector can fail (name -> what it means); see
     #: :mod:`glance_vsize.checks`.
     CHECKS: ClassVar[Mapping[str, str]] = {}
     #: Where the inspector runs among the others (lower first; the
     #: built-in ones take 10 to 92): when two image formats match, the
     #: first is the one reported, beside the ``multiple_formats`` failure.
-    order = 100
+    order: ClassVar[int] = 100
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: Probe,
+                policy: 'inspection.Policy') -> Reads[None]:
         """Generator: yield requests, receive bytes, write to ``probe``."""
         raise NotImplementedError()
         yield  # pragma: no cover
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<%s %s>' % (type(self).__name__, self.name)

@@ -24,7 +24,7 @@ UINT32 = (1 << 32) - 1
 CRC32C_POLY = 0x82F63B78
 
 
-def _crc_byte(crc):
+def _crc_byte(crc: int) -> int:
     for _ in range(8):
         crc = (crc >> 1) ^ (CRC32C_POLY if crc & 1 else 0)
     return crc
@@ -33,7 +33,7 @@ def _crc_byte(crc):
 _CRC_TABLE = [_crc_byte(byte) for byte in range(256)]
 
 
-def _apply(operator, crc):
+def _apply(operator: list[int], crc: int) -> int:
     """Apply a linear operator (the images of the 32 unit vectors)."""
     result = 0
     for image in operator:
@@ -47,7 +47,7 @@ def _apply(operator, crc):
 _ZEROS = [[_CRC_TABLE[1 << i & 0xff] ^ (1 << i) >> 8 for i in range(32)]]
 
 
-def crc32c(data):
+def crc32c(data: bytes) -> int:
     """CRC-32C of ``data`` (initial value and final XOR 0xFFFFFFFF)."""
     body = data.rstrip(b'\0')
     crc = UINT32

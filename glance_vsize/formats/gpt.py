@@ -24,10 +24,13 @@ of a FAT file system also ends in 55 AA) and lenient about its contents:
 nothing in a partition table can make qemu read another file.
 """
 
+from collections.abc import Iterator
 import struct
+from typing import Any
 import zlib
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 #: UEFI 2.10, 5.2.1 Legacy MBR: four 16-byte partition records at offset
 #: 446, then the signature 0x55 0xAA at 510.
@@ -46,7 +49,7 @@ GPT_SIGNATURE = b'EFI PART'
 GPT_BLOCK_SIZES = (512, 4096)
 
 
-def _mbr_records(sector):
+def _mbr_records(sector: bytes) -> Iterator[tuple[Any, ...]]:
     for i in range(4):
         start = MBR_PARTITIONS + i * MBR_PARTITION_RECORD.size
         yield MBR_PARTITION_RECORD.unpack_from(sector, start)
@@ -59,7 +62,8 @@ class MbrInspector(base.FormatInspector):
     order = 92
     content = True
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         sector = yield base.Read(0, base.SECTOR)
         if len(sector) < base.SECTOR or sector[510:512] != MBR_SIGNATURE:
             return
@@ -81,7 +85,8 @@ class GptInspector(base.FormatInspector):
     order = 91
     content = True
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         for block in GPT_BLOCK_SIZES:
             header = yield base.Read(block, GPT_HEADER.size)
             if len(header) < GPT_HEADER.size:

@@ -31,6 +31,7 @@ identifiers ``BEA01``, ``NSR02``/``NSR03`` and ``TEA01``.
 import struct
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 #: ECMA-119 8.1: Volume Descriptor Type, Standard Identifier, Version.
 VOLUME_DESCRIPTOR = struct.Struct('<B5sB')
@@ -45,7 +46,8 @@ class IsoInspector(base.FormatInspector):
     order = 90
     content = True
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         data = yield base.Read(SYSTEM_AREA, VOLUME_DESCRIPTOR.size)
         if len(data) < VOLUME_DESCRIPTOR.size:
             return

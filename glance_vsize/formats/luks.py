@@ -46,6 +46,7 @@ import logging
 import struct
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ CIPHER_KEY_BYTES = {'aes': (16, 24, 32), 'cast5': (16,),
                     'serpent': (16, 24, 32), 'twofish': (16, 24, 32)}
 
 
-def _field(raw, what, offset):
+def _field(raw: bytes, what: str, offset: int) -> str:
     """A NUL-terminated header string, or FormatError ``cipher``."""
     if b'\0' not in raw:
         raise base.FormatError('cipher', 'the %s at offset %d is not '
@@ -93,7 +94,8 @@ def _field(raw, what, offset):
     return base.cstring(raw)
 
 
-def check_cipher(cipher_name, cipher_mode, hash_spec, key_bytes):
+def check_cipher(cipher_name: str, cipher_mode: str, hash_spec: str,
+                 key_bytes: int) -> str | None:
     """qemu's ``qcrypto_block_luks_parse_header``: the cipher spec.
 
     :returns: ``None``, or why qemu cannot use the spec.
@@ -133,7 +135,7 @@ def check_cipher(cipher_name, cipher_mode, hash_spec, key_bytes):
     return None
 
 
-def _slot_sectors(key_bytes):
+def _slot_sectors(key_bytes: int) -> int:
     """Sectors of a slot's key material, aligned as qemu (and cryptsetup)
     do: key-bytes * stripes, rounded up to a sector then to 8 sectors."""
     sectors = base.round_up(key_bytes * LUKS_STRIPES) // base.SECTOR
@@ -170,7 +172,8 @@ class LuksInspector(base.FormatInspector):
             'name',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         head = yield base.Read(0, LUKS2_BINARY_SIZE)
         if head[:6] != LUKS_MAGIC:
             return
@@ -203,11 +206,12 @@ class LuksInspector(base.FormatInspector):
         probe.virtual_size = base.round_up(length - payload)
 
     @staticmethod
-    def _check_luks1(probe, head):
+    def _check_luks1(probe: base.Probe, head: bytes) -> int:
         """qemu's ``qcrypto_block_luks_check_header`` and ``_parse_header``.
 
         :returns: the payload offset, in sectors.
         """
+        payload_offset: int
         (_magic, _version, cipher_name, cipher_mode, hash_spec,
          payload_offset, key_bytes, _digest, _salt, mk_iterations,
          _uuid) = LUKS1_PHDR.unpack_from(head)
@@ -223,7 +227,7 @@ class LuksInspector(base.FormatInspector):
         if not mk_iterations:
             probe.fail('iterations', 'mk-digest-iter at offset 164 is zero')
 
-        slots = []
+        slots: list[tuple[int, int]] = []
         for index in range(LUKS1_NUM_KEYS):
             at = LUKS1_PHDR.size + index * LUKS1_KEY_SLOT.size
             active, iterations, _salt, start, stripes = \
@@ -263,7 +267,7 @@ class LuksInspector(base.FormatInspector):
         return payload_offset
 
     @staticmethod
-    def _luks2(probe, head):
+    def _luks2(probe: base.Probe, head: bytes) -> base.Reads[None]:
         """Refuse a LUKS2 volume; size it from its first segment."""
         probe.fail('unsupported_version',
                    'LUKS version 2 at offset 6: qemu 7.2 opens LUKS1 '
@@ -290,7 +294,7 @@ class LuksInspector(base.FormatInspector):
         probe.virtual_size = size
 
 
-def _luks2_segment(area):
+def _luks2_segment(area: bytes) -> tuple[int, int | None, int] | None:
     """(offset, size or None for "dynamic", sector_size) of the first
     crypt segment of a LUKS2 JSON area, or None when it cannot be read."""
     text = area.split(b'\0', 1)[0]

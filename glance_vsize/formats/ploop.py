@@ -51,6 +51,7 @@ import logging
 import struct
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class PloopInspector(base.FormatInspector):
         'table_bounds': 'the BAT is too large or ends past the image',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         head = yield base.Read(0, PARALLELS_HEADER.size)
         variant = MAGICS.get(head[:16])
         if variant is None:

@@ -33,9 +33,11 @@ it in sectors (``bs->total_sectors = header.size / BDRV_SECTOR_SIZE``).
 
 import logging
 import struct
+from typing import Any
 
 from glance_vsize.formats import base
 from glance_vsize.formats import qcow2_extensions as ext
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -123,7 +125,8 @@ class QcowInspector(base.FormatInspector):
             'legacy AES encryption, an unknown method or a broken LUKS header',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         head = yield base.Read(0, ext.HEAD)
         if head[:4] != MAGIC:
             return
@@ -184,7 +187,7 @@ class QcowInspector(base.FormatInspector):
         _check_size(probe, size, cluster_bits, incompatible, l1_size)
 
         cursor = base.Reader(head, ext.HEAD)
-        found = {}
+        found: dict[str, Any] = {}
         if walk:
             # The extensions end where the backing file name starts.
             found = yield from ext.walk(
@@ -207,7 +210,8 @@ class QcowInspector(base.FormatInspector):
                                        nb_snapshots)
 
 
-def _check_header_length(probe, version, header_length, cluster_size):
+def _check_header_length(probe: base.Probe, version: int,
+                         header_length: int, cluster_size: int) -> bool:
     """header_length rules; returns whether the extensions can be read."""
     if version == 3 and header_length < V3_MIN_HEADER_LENGTH:
         probe.fail('header_length', 'header_length %d at offset 100 is '
@@ -225,7 +229,8 @@ def _check_header_length(probe, version, header_length, cluster_size):
     return False
 
 
-def _check_features(probe, incompatible, compression, cluster_bits):
+def _check_features(probe: base.Probe, incompatible: int, compression: int,
+                    cluster_bits: int) -> None:
     """Feature bits and compression type (``validate_compression_type``).
 
     qemu opens dirty and corrupt images read-only, which is all a guest
@@ -253,9 +258,10 @@ def _check_features(probe, incompatible, compression, cluster_bits):
         probe.details['corrupt'] = True
 
 
-def _check_tables(probe, cluster_size, l1_table_offset, l1_size,
-                  refcount_table_offset, refcount_table_clusters,
-                  snapshots_offset, nb_snapshots):
+def _check_tables(probe: base.Probe, cluster_size: int,
+                  l1_table_offset: int, l1_size: int,
+                  refcount_table_offset: int, refcount_table_clusters: int,
+                  snapshots_offset: int, nb_snapshots: int) -> None:
     """``qcow2_validate_table`` for the three tables, from the header.
 
     The tables are read by qemu when it opens the image, so each must also
@@ -292,7 +298,8 @@ def _check_tables(probe, cluster_size, l1_table_offset, l1_size,
                        % (what, offset, offset_at))
 
 
-def _check_size(probe, size, cluster_bits, incompatible, l1_size):
+def _check_size(probe: base.Probe, size: int, cluster_bits: int,
+                incompatible: int, l1_size: int) -> None:
     """The L1 table must map ``size`` bytes (``size_to_l1``)."""
     if size > ext.INT64_MAX:
         probe.fail('image_size', 'size %d at offset 24 is beyond the signed '
@@ -313,7 +320,8 @@ def _check_size(probe, size, cluster_bits, incompatible, l1_size):
                    % (l1_size, size, needed))
 
 
-def _check_data_file(probe, incompatible, named):
+def _check_data_file(probe: base.Probe, incompatible: int,
+                     named: tuple[int, str] | None) -> None:
     where = ''
     if named:
         where = ' %r (named in the header extension at offset %d)' % (
@@ -327,7 +335,8 @@ def _check_data_file(probe, incompatible, named):
         probe.fail('data_file', 'external data file%s' % where)
 
 
-def _backing_file(probe, cursor, offset, length, cluster_size):
+def _backing_file(probe: base.Probe, cursor: base.Reader, offset: int,
+                  length: int, cluster_size: int) -> base.Reads[None]:
     """Generator: report the backing file, named as qemu would read it."""
     if length > min(ext.MAX_NAME, cluster_size - offset):
         probe.fail('backing_file', 'backing file name of %d bytes at offset '
@@ -341,7 +350,8 @@ def _backing_file(probe, cursor, offset, length, cluster_size):
                % (name, offset))
 
 
-def _snapshot_table(probe, cursor, offset, count):
+def _snapshot_table(probe: base.Probe, cursor: base.Reader, offset: int,
+                    count: int) -> base.Reads[None]:
     """Generator: ``qcow2_read_snapshots()``, which qemu runs when it opens
     the image.  It refuses an entry with more than 1 KiB of extra data, and
     a table longer than 64 MiB; the rest of the entries (ids, names, VM

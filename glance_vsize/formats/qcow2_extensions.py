@@ -20,6 +20,8 @@ name") and the checks of qemu 7.2's block/qcow2.c
 
 import logging
 import struct
+from typing import Any
+from typing import cast
 
 from glance_vsize.formats import base
 from glance_vsize.formats import luks
@@ -68,18 +70,20 @@ HEAD = 4096
 WINDOW = 65536
 
 
-def walk(probe, cursor, offset, end, cluster_size, crypt_method, autoclear):
+def walk(probe: base.Probe, cursor: base.Reader, offset: int, end: int,
+         cluster_size: int, crypt_method: int,
+         autoclear: int) -> base.Reads[dict[str, Any]]:
     """Generator: check the header extensions in ``[offset, end)``.
 
     Bodies are read only for the types checked here, the others are
     skipped.  Returns what later checks need: ``{'data_file': (at, name),
     'crypto': (at, offset, length)}`` for the extensions found.
     """
-    found = {}
+    found: dict[str, Any] = {}
     while offset < end:
         raw = yield from cursor.read(offset, QCOW2_EXTENSION.size,
                                      ahead=min(WINDOW, end - offset))
-        ext_type, length = QCOW2_EXTENSION.unpack(raw)
+        ext_type, length = QCOW2_EXTENSION.unpack(cast(bytes, raw))
         at, offset = offset, offset + QCOW2_EXTENSION.size
         # qemu checks the length before it looks at the type, even for
         # the end marker.
@@ -111,13 +115,14 @@ def walk(probe, cursor, offset, end, cluster_size, crypt_method, autoclear):
                 _bitmaps(probe, at, body, cluster_size)
         elif ext_type == EXT_DATA_FILE:
             body = yield from cursor.read(offset, min(length, MAX_NAME))
-            found['data_file'] = (at, base.cstring(body))
+            found['data_file'] = (at, base.cstring(cast(bytes, body)))
         offset += base.round_up(length, 8)
     return found
 
 
-def _crypto_pointer(probe, at, length, body, cluster_size, crypt_method,
-                    found):
+def _crypto_pointer(probe: base.Probe, at: int, length: int,
+                    body: bytes | None, cluster_size: int, crypt_method: int,
+                    found: dict[str, Any]) -> None:
     if crypt_method != CRYPT_LUKS:
         probe.fail('header_extension', 'encryption header pointer at offset '
                    '%d, but crypt_method is %d, not LUKS' % (at, crypt_method))
@@ -135,10 +140,13 @@ def _crypto_pointer(probe, at, length, body, cluster_size, crypt_method,
             found['crypto'] = (at, crypto_offset, crypto_length)
 
 
-def _bitmaps(probe, at, body, cluster_size):
+def _bitmaps(probe: base.Probe, at: int, body: bytes | None,
+             cluster_size: int) -> None:
     """What qemu checks of a bitmaps extension it uses; the bitmap
-    directory (up to 64 MiB) is not read, so its entries are not checked."""
-    nb_bitmaps, reserved, dir_size, dir_offset = QCOW2_BITMAPS.unpack(body)
+    directory (up to 64 MiB) is not read, so its entries are not checked.
+    """
+    nb_bitmaps, reserved, dir_size, dir_offset = QCOW2_BITMAPS.unpack(
+        cast(bytes, body))
     problem = None
     if reserved:
         problem = 'a non-zero reserved field'
@@ -155,7 +163,9 @@ def _bitmaps(probe, at, body, cluster_size):
                    'has %s' % (at, problem))
 
 
-def check_encryption(probe, cursor, crypt_method, found):
+def check_encryption(probe: base.Probe, cursor: base.Reader,
+                     crypt_method: int,
+                     found: dict[str, Any]) -> base.Reads[None]:
     """Generator: check ``crypt_method`` and the LUKS header it needs.
 
     qemu 7.2's system emulators refuse AES-CBC images (``Use of AES-CBC

@@ -31,6 +31,7 @@ import logging
 import struct
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -62,13 +63,14 @@ BACKING_FILE_BUF = 4096
 HEAD = 4096
 
 
-def _power_of_2_within(value, low, high):
+def _power_of_2_within(value: int, low: int, high: int) -> bool:
     return low <= value <= high and not value & (value - 1)
 
 
-def max_image_size(cluster_size, table_size):
+def max_image_size(cluster_size: int, table_size: int) -> int:
     """``qed_max_image_size``, with its uint64_t wrap-around: for large
-    clusters the product overflows and qemu's limit becomes tiny."""
+    clusters the product overflows and qemu's limit becomes tiny.
+    """
     entries = table_size * cluster_size // TABLE_ENTRY_SIZE
     return entries * cluster_size * entries & UINT64_MASK
 
@@ -94,7 +96,8 @@ class QedInspector(base.FormatInspector):
         'table_bounds': 'the L1 table is misplaced or out of the image',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         head = yield base.Read(0, HEAD)
         if head[:4] != MAGIC:
             return
@@ -151,10 +154,12 @@ class QedInspector(base.FormatInspector):
                        header_size * cluster_size, file_size)
 
     @staticmethod
-    def _backing_file(probe, head, offset, length, header_bytes):
+    def _backing_file(probe: base.Probe, head: bytes, offset: int,
+                      length: int, header_bytes: int) -> base.Reads[None]:
         """Generator: report the backing file with its name.  Any image
         with the feature bit is refused, even with an empty name, which
-        qemu would take as no backing file but never writes."""
+        qemu would take as no backing file but never writes.
+        """
         if offset + length > header_bytes:
             probe.fail('backing_file', 'backing file name of %d bytes at '
                        'offset %d lies beyond the %d-byte header'
@@ -165,21 +170,20 @@ class QedInspector(base.FormatInspector):
                        'offset %d (qemu refuses names that long)'
                        % (length, offset))
             return
-        raw = head[offset:offset + length]
-        if offset + length > len(head) and len(head) == HEAD:
-            # The rest follows the first request; qemu reads zeros past
-            # the end of the image.
-            start = max(offset, HEAD)
-            raw += yield base.Read(start, offset + length - start)
+        # The rest follows the first request; qemu reads zeros past the
+        # end of the image.
+        raw = yield from base.Reader(head, HEAD).read(offset, length)
         probe.fail('backing_file', 'backing file %r named at offset %d'
-                   % (base.cstring(raw), offset))
+                   % (base.cstring(raw or b''), offset))
 
     @staticmethod
-    def _check_l1(probe, offset, cluster_size, table_size, header_bytes,
-                  file_size):
+    def _check_l1(probe: base.Probe, offset: int, cluster_size: int,
+                  table_size: int, header_bytes: int,
+                  file_size: int) -> None:
         """``qed_check_table_offset``: the L1 table's first and last
         clusters lie after the header and start before the end of the
-        image.  A table of one cluster never passes, as in qemu."""
+        image.  A table of one cluster never passes, as in qemu.
+        """
         end = offset + (table_size - 1) * cluster_size
         if end == offset:
             probe.fail('table_bounds', 'table_size 1 at offset 8: qemu never '

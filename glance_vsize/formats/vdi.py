@@ -45,8 +45,10 @@ not, so that a tiny upload cannot make qemu allocate and read up to 2 GiB.
 
 import logging
 import struct
+from typing import Any
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -109,7 +111,8 @@ class VdiInspector(base.FormatInspector):
         'parent': 'a differencing image naming a parent',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         head = yield base.Read(0, VDI_HEADER_SIZE)
         if len(head) < SIGNATURE_OFFSET + 4:
             return
@@ -146,7 +149,7 @@ class VdiInspector(base.FormatInspector):
                               OFFSETS['offset_bmap'], map_end, length))
 
     @staticmethod
-    def _check(probe, hdr):
+    def _check(probe: base.Probe, hdr: dict[str, Any]) -> None:
         """The header checks of qemu's ``vdi_open``, in its order."""
         if hdr['disk_size'] > VDI_DISK_SIZE_MAX:
             probe.fail('size_limit',

@@ -56,8 +56,11 @@ import collections
 import logging
 import struct
 import sys
+from typing import Any
+from typing import cast
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -122,13 +125,15 @@ BAT_UNUSED = 0xffffffff
 _UINT32 = next(code for code in 'IL' if array.array(code).itemsize == 4)
 
 
-def footer_checksum(footer):
+def footer_checksum(footer: bytes) -> int:
     """Spec, "Checksum": one's complement of the byte sum, field zeroed."""
     total = sum(footer) - sum(footer[CHECKSUM_OFFSET:CHECKSUM_OFFSET + 4])
     return ~total & 0xffffffff
 
 
-def virtual_sectors(creator, current_size, geometry, rule):
+def virtual_sectors(creator: bytes, current_size: int,
+                    geometry: tuple[int, int, int],
+                    rule: str) -> tuple[int, str]:
     """The disk size in sectors as ``vpc_open()`` computes it.
 
     :returns: ``(sectors, how)`` where ``how`` is ``chs`` or
@@ -168,7 +173,8 @@ class VhdInspector(base.FormatInspector):
             'image',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         head = yield base.Read(0, HEAD_LENGTH)
         if head[:len(FOOTER_COOKIE)] == FOOTER_COOKIE:
             probe.match('cookie %r at offset 0' % FOOTER_COOKIE.decode(),
@@ -202,7 +208,8 @@ class VhdInspector(base.FormatInspector):
                 % (offset, fields.disk_type))
         self._footer(probe, policy, fields, tail, offset)
 
-    def _footer(self, probe, policy, fields, footer, offset):
+    def _footer(self, probe: base.Probe, policy: inspection.Policy,
+                fields: Any, footer: bytes, offset: int) -> None:
         """Checksum, disk type and size checks common to both footers."""
         probe.details['creator'] = base.cstring(fields.creator)
         probe.details['creator_os'] = base.cstring(fields.creator_os)
@@ -235,17 +242,19 @@ class VhdInspector(base.FormatInspector):
                 % (offset, total, how, VHD_MAX_SECTORS))
         probe.virtual_size = total * base.SECTOR
 
-    def _dynamic(self, probe, fields, head):
+    def _dynamic(self, probe: base.Probe, fields: Any,
+                 head: bytes) -> base.Reads[None]:
         """The dynamic disk header at the footer's Data Offset."""
         data_offset = fields.data_offset
-        total = probe.virtual_size // base.SECTOR
+        total = cast(int, probe.virtual_size) // base.SECTOR
         if data_offset > BDRV_MAX_LENGTH - DYNAMIC_HEADER_SIZE:
             raise base.FormatError(
                 'dynamic_header', 'the footer at offset 0 gives Data Offset '
                 '%d, beyond any file' % data_offset)
         raw = yield from base.Reader(head, HEAD_LENGTH).read(
             data_offset, DYNAMIC_HEADER_SIZE)
-        header = DynamicHeader._make(VHD_DYNAMIC_HEADER.unpack_from(raw))
+        header = DynamicHeader._make(
+            VHD_DYNAMIC_HEADER.unpack_from(cast(bytes, raw)))
         table_offset = header.table_offset
         max_entries, block_size = header.max_table_entries, header.block_size
         if header.cookie != DYNAMIC_COOKIE:
@@ -278,7 +287,7 @@ class VhdInspector(base.FormatInspector):
                 'table_size', 'the dynamic disk header at offset %d has Max '
                 'Table Entries %d of %d-byte blocks, too few for a disk of '
                 '%d bytes' % (data_offset, max_entries, block_size,
-                              probe.virtual_size))
+                              cast(int, probe.virtual_size)))
         table_size = max_entries * 4
         if table_size > BDRV_REQUEST_MAX_BYTES:
             raise base.FormatError(
@@ -318,14 +327,16 @@ class VhdInspector(base.FormatInspector):
                     'truncated' % (table_offset, last, block_end, length))
 
 
-def _last_block(head, offset, entries):
+def _last_block(head: bytes, offset: int,
+                entries: int) -> base.Reads[int | None]:
     """Generator: the largest entry of the BAT of ``entries`` entries at
     ``offset`` that maps a block (the sector of the block that ends last),
     or None.  Read in regions of ``BAT_REGION`` bytes, each dropped before
     the next is asked for; the bytes of ``head`` are taken from it.
     Reading stops at the end of the image: the BAT then ends after it,
     which is refused anyway.  Unused entries (all ones) are skipped at C
-    speed, so a sparse disk's BAT costs little whatever its size."""
+    speed, so a sparse disk's BAT costs little whatever its size.
+    """
     last = None
     size = entries * 4
     done = 0
@@ -338,7 +349,7 @@ def _last_block(head, offset, entries):
             data += yield base.Read(begin, start + want - begin)
         short = len(data) < want
         used = _largest_used(data[:len(data) // 4 * 4])
-        data = None
+        del data
         if used is not None and (last is None or used > last):
             last = used
         if short:
@@ -347,7 +358,7 @@ def _last_block(head, offset, entries):
     return last
 
 
-def _largest_used(data):
+def _largest_used(data: bytes) -> int | None:
     """The largest big-endian uint32 of ``data`` that is not BAT_UNUSED."""
     if data == _UNUSED_REGION[:len(data)]:
         return None     # a memcmp: the common case of a sparse disk

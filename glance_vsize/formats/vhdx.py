@@ -52,12 +52,15 @@ Virtual Disk Size truncated to a 512-byte sector.
 import collections
 import logging
 import struct
+from typing import Any
+from typing import cast
 import uuid
 
 from glance_vsize.formats import base
 from glance_vsize.formats import crc32c
 from glance_vsize.formats import vhdx_bat
 from glance_vsize.formats import vhdx_log
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ VHDX_FILE_PARAMETERS = struct.Struct('<II')
 LEAVE_BLOCK_ALLOCATED, HAS_PARENT = 0x1, 0x2
 
 
-def _guid(text):
+def _guid(text: str) -> bytes:
     return uuid.UUID(text).bytes_le
 
 
@@ -140,20 +143,22 @@ UINT32, UINT64 = (1 << 32) - 1, (1 << 64) - 1
 MAX_BAT_BYTES = 64 * MiB
 
 
-def checksum_ok(block):
+def checksum_ok(block: bytes) -> bool:
     """[MS-VHDX] 2.2.2/2.2.3: the Checksum field (at offset 4) is the
-    CRC-32C of the whole block with the field itself zeroed."""
-    stored = struct.unpack_from('<I', block, 4)[0]
+    CRC-32C of the whole block with the field itself zeroed.
+    """
+    stored: int = struct.unpack_from('<I', block, 4)[0]
     return crc32c.crc32c(block[:4] + b'\0\0\0\0' + block[8:]) == stored
 
 
-def _error(check, reason, *args):
+def _error(check: str, reason: str, *args: object) -> base.FormatError:
     return base.FormatError(check, reason % args)
 
 
 class VhdxInspector(base.FormatInspector):
     """Microsoft VHDX, dynamic and fixed (differencing disks are refused,
-    as by qemu)."""
+    as by qemu).
+    """
 
     name = 'vhdx'
     order = 50
@@ -183,7 +188,8 @@ class VhdxInspector(base.FormatInspector):
             'a log that needs replaying, which qemu refuses read-only',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         ident = yield base.Read(0, VHDX_FILE_IDENTIFIER.size)
         if ident[:len(FILE_SIGNATURE)] != FILE_SIGNATURE:
             return
@@ -212,7 +218,7 @@ class VhdxInspector(base.FormatInspector):
         steps = sorted([(metadata[0], 1), (bat[0], 2)] +
                        ([(header.log_offset, 0)] if scan else []))
         table = vhdx_bat.BatTable(regions)
-        disk = None         # (block size, size, BAT entries)
+        disk: tuple[int, int, int] | None = None  # block size, size, entries
         for _offset, step in steps:
             if step == 0:
                 yield from vhdx_log.scan(reader, header)
@@ -225,7 +231,7 @@ class VhdxInspector(base.FormatInspector):
                 count = disk[2] if disk else bat[1] // 8
                 yield from table.read(reader, bat[0],
                                       min(count, MAX_BAT_BYTES // 8))
-        block_size, size, entries = disk
+        block_size, size, entries = cast(tuple[int, int, int], disk)
         if entries > MAX_BAT_BYTES // 8:
             raise _error('table_size', 'a BAT of %d entries (at offset %d) '
                          'is more than the %d bytes inspected', entries,
@@ -233,7 +239,7 @@ class VhdxInspector(base.FormatInspector):
         length = yield base.LENGTH
         table.check(block_size, base.round_down(size), base.round_up(length))
 
-    def _header(self, block, start):
+    def _header(self, block: bytes, start: int) -> Any:
         """2.2.2: the current header, by ``vhdx_parse_header()``'s rules."""
         valid, why = [], []
         for offset in HEADER_OFFSETS:
@@ -259,9 +265,12 @@ class VhdxInspector(base.FormatInspector):
                   -current[1], current[0])
         return current[3]
 
-    def _region_table(self, table, regions):
+    def _region_table(self, table: bytes,
+                      regions: list[tuple[int, int, str]],
+                      ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """2.2.3: the BAT and metadata regions, as ``(offset, length)``;
-        ``regions`` holds the log, which no region may overlap."""
+        ``regions`` holds the log, which no region may overlap.
+        """
         signature, _crc, count, _res = \
             VHDX_REGION_TABLE_HEADER.unpack_from(table)
         if not checksum_ok(table):
@@ -271,7 +280,7 @@ class VhdxInspector(base.FormatInspector):
             raise _error('region_table', 'the region table at offset %d has '
                          'signature %r and %d entries (at most %d)',
                          REGION_TABLE_OFFSET, signature, count, MAX_ENTRIES)
-        found = {}
+        found: dict[bytes, tuple[int, int, int]] = {}
         for i in range(count):
             guid, offset, length, flags = VHDX_REGION_TABLE_ENTRY.unpack_from(
                 table, VHDX_REGION_TABLE_HEADER.size + i * 32)
@@ -299,7 +308,9 @@ class VhdxInspector(base.FormatInspector):
                          'metadata' if BAT_GUID in found else 'BAT')
         return found[BAT_GUID], found[METADATA_GUID]
 
-    def _metadata(self, probe, reader, bat, metadata):
+    def _metadata(self, probe: base.Probe, reader: base.Reader,
+                  bat: tuple[int, int, int], metadata: tuple[int, int, int],
+                  ) -> base.Reads[tuple[int, int, int]]:
         """2.6: the metadata table, its items, and the virtual size."""
         table_offset = metadata[0]
         table = yield from reader.read(table_offset, METADATA_TABLE_SIZE,
@@ -310,7 +321,7 @@ class VhdxInspector(base.FormatInspector):
             raise _error('metadata', 'the metadata table at offset %d has '
                          'signature %r and %d entries (at most %d)',
                          table_offset, signature, count, MAX_ENTRIES)
-        at = {}
+        at: dict[bytes, int] = {}
         for i in range(count):
             guid, offset, _length, flags, _res = \
                 VHDX_METADATA_TABLE_ENTRY.unpack_from(table, (i + 1) * 32)

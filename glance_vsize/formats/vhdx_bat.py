@@ -57,17 +57,21 @@ class BatTable:
     present offset below its end.
     """
 
-    def __init__(self, regions):
+    def __init__(self, regions: list[tuple[int, int, str]]) -> None:
         #: (start, end as qemu computes it in uint64, what)
         self.regions = [(start, (start + length) & UINT64, what)
                         for start, length, what in regions]
         self.ends = sorted({end for _, end, _ in self.regions})
-        self.top = []           # up to two (offset, index), largest first
-        self.below = {}         # region end -> largest offset below it
+        #: Up to two (offset, index), largest first.
+        self.top: list[tuple[int, int]] = []
+        #: Region end -> the largest offset below it.
+        self.below: dict[int, int] = {}
 
-    def read(self, reader, offset, count):
+    def read(self, reader: base.Reader, offset: int,
+             count: int) -> base.Reads[None]:
         """Generator: read and summarise ``count`` entries at ``offset``;
-        entries past the end of the image read as zero (not present)."""
+        entries past the end of the image read as zero (not present).
+        """
         step = BAT_REGION // 8
         for first in range(0, count, step):
             at = offset + first * 8
@@ -77,9 +81,9 @@ class BatTable:
                                            'the BAT', keep=False)
             if 1 in chunk[0::8].translate(_PRESENT):
                 self._add(chunk, first)
-            chunk = None    # dropped before the next region is read
+            del chunk       # dropped before the next region is read
 
-    def _add(self, chunk, first):
+    def _add(self, chunk: bytes, first: int) -> None:
         table = array.array(_UINT64_CODE, chunk)
         if sys.byteorder != 'little':
             table.byteswap()
@@ -98,10 +102,11 @@ class BatTable:
             if k and present[k - 1] > self.below.get(end, -1):
                 self.below[end] = present[k - 1]
 
-    def check(self, block_size, total, file_size):
+    def check(self, block_size: int, total: int, file_size: int) -> None:
         """Raise what qemu would refuse; ``total`` is the disk size in
         whole sectors, ``file_size`` the image length rounded up to a
-        sector (``bdrv_getlength()``)."""
+        sector (``bdrv_getlength()``).
+        """
         partial_index = total // block_size
         for offset, index in self.top:
             length = block_size

@@ -23,6 +23,7 @@ LogGuid or LogLength) is not read there.
 """
 
 import struct
+from typing import Any
 
 from glance_vsize.formats import base
 
@@ -37,10 +38,11 @@ LOG_SIGNATURE, LOG_SECTOR, LOG_DESCRIPTOR_SIZE = b'loge', 4 * KiB, 32
 LOG_SCAN_LIMIT = 32 * MiB
 
 
-def check_fields(header):
+def check_fields(header: Any) -> bool:
     """``vhdx_parse_log()``: the log fields of the current header; True
     when the log must be searched for entries (a non-zero LogGuid and
-    LogLength)."""
+    LogLength).
+    """
     if header.log_offset < MiB or header.log_offset % MiB:
         raise base.FormatError(
             'log', 'the current header has LogOffset %d, not a non-zero '
@@ -58,7 +60,7 @@ def check_fields(header):
     return True
 
 
-def scan(reader, header):
+def scan(reader: base.Reader, header: Any) -> base.Reads[None]:
     """Generator, 2.3: refuse a log in which qemu could find entries to
     replay.
 

@@ -40,9 +40,12 @@ bounds), grain markers and compressed grains of streamOptimized images.
 import collections
 import logging
 import struct
+from typing import Any
+from typing import cast
 
 from glance_vsize.formats import base
 from glance_vsize.formats import vmdk_descriptor as vd
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -117,7 +120,8 @@ FOOTER_FIELDS = ('version', 'flags', 'capacity', 'grainSize',
 
 class VmdkInspector(base.FormatInspector):
     """VMDK: monolithicSparse and streamOptimized images are measured;
-    descriptor files and extents naming other files are refused."""
+    descriptor files and extents naming other files are refused.
+    """
 
     name = 'vmdk'
     order = 30
@@ -150,7 +154,8 @@ class VmdkInspector(base.FormatInspector):
         'extent_size': 'the extent size disagrees with the header\'s capacity',
     }
 
-    def inspect(self, probe, policy):
+    def inspect(self, probe: base.Probe,
+                policy: inspection.Policy) -> base.Reads[None]:
         head = yield base.Read(0, HEAD_SIZE)
         if head[:4] == VMDK4_MAGIC:
             probe.match("magic 'KDMV' at offset 0")
@@ -163,7 +168,8 @@ class VmdkInspector(base.FormatInspector):
 
     # Sparse extents -----------------------------------------------------
 
-    def _sparse(self, probe, policy, head):
+    def _sparse(self, probe: base.Probe, policy: inspection.Policy,
+                head: bytes) -> base.Reads[None]:
         """vmdk_open_vmdk4 on a 'KDMV' hosted sparse extent."""
         if len(head) < base.SECTOR:
             raise base.FormatError(
@@ -209,7 +215,8 @@ class VmdkInspector(base.FormatInspector):
                        % (at, probe.variant))
         self._check_embedded(probe, policy, header, window)
 
-    def _footer(self, probe, header, tail, length):
+    def _footer(self, probe: base.Probe, header: Any, tail: bytes,
+                length: int) -> tuple[Any, int]:
         """vmdk_open_vmdk4: with gdOffset GD_AT_END, the footer read at
         (file sectors * 512 - 1536) replaces the header.
 
@@ -245,9 +252,11 @@ class VmdkInspector(base.FormatInspector):
                        % (start + base.SECTOR, ', '.join(differ)))
         return footer, start + base.SECTOR
 
-    def _check_header(self, probe, header, at, length):
+    def _check_header(self, probe: base.Probe, header: Any, at: int,
+                      length: int) -> None:
         """The checks of vmdk_open_vmdk4 and vmdk_add_extent, on the
-        header qemu uses: the one at offset ``at`` (0, or the footer's)."""
+        header qemu uses: the one at offset ``at`` (0, or the footer's).
+        """
         if not 1 <= header.version <= 3:
             # qemu refuses versions above 3 and accepts 0, which no
             # specification defines.
@@ -313,7 +322,8 @@ class VmdkInspector(base.FormatInspector):
 
     # Descriptors ----------------------------------------------------------
 
-    def _check_embedded(self, probe, policy, header, window):
+    def _check_embedded(self, probe: base.Probe, policy: inspection.Policy,
+                        header: Any, window: bytes) -> None:
         """The descriptor embedded in a sparse extent."""
         qemu_text = vd.text_of(window[:DESC_SIZE - 1])
         if header.descriptorOffset != 1:
@@ -342,9 +352,11 @@ class VmdkInspector(base.FormatInspector):
         vd.check_parent(probe, text, DESC_OFFSET)
 
         vd.check_own_extent(probe, text, DESC_OFFSET,
-                            probe.virtual_size // base.SECTOR)
+                            cast(int, probe.virtual_size) // base.SECTOR)
 
-    def _descriptor_file(self, probe, policy, head):
+    def _descriptor_file(self, probe: base.Probe,
+                         policy: inspection.Policy,
+                         head: bytes) -> base.Reads[None]:
         """vmdk_open: anything without a sparse magic is a descriptor."""
         if len(head) < 4:
             return
@@ -364,7 +376,7 @@ class VmdkInspector(base.FormatInspector):
         LOG.debug('VMDK descriptor file (%s): refusing its extents', evidence)
         vd.check_descriptor_file(probe, policy, text, 0)
 
-    def _vmdk3(self, probe, head):
+    def _vmdk3(self, probe: base.Probe, head: bytes) -> None:
         if len(head) >= VMDK3_HEADER.size:
             probe.virtual_size = VMDK3_HEADER.unpack_from(head)[3] * 512
         probe.fail('create_type', "a VMDK3 'COWD' sparse extent at offset 0 "

@@ -28,9 +28,13 @@ both readers are covered.  Texts are ``str`` decoded as latin-1, so that
 an index in the text is an offset in the bytes.
 """
 
+from collections.abc import Iterator
+from collections.abc import Sequence
 import re
+from typing import cast
 
 from glance_vsize.formats import base
+from glance_vsize import inspection
 
 #: block/vmdk.c vmdk_read_desc: a descriptor file is read up to this size.
 MAX_TEXT = (1 << 20) - 1
@@ -61,10 +65,16 @@ NO_PARENT_CID = 0xffffffff
 class Extent:
     """One extent line: where it is and what it names."""
 
-    def __init__(self, offset, line, match):
+    def __init__(self, offset: int, line: str,
+                 match: re.Match[str] | None) -> None:
         self.offset = offset
         self.line = line
         self.valid = match is not None
+        self.access: str | None
+        self.type: str | None
+        self.file: str | None
+        self.sectors: int | None
+        self.flat_offset: int | None
         if match is None:
             self.access = self.type = self.file = None
             self.sectors = self.flat_offset = None
@@ -73,17 +83,18 @@ class Extent:
         self.sectors = int(match.group('sectors'))
         self.type = match.group('type')
         self.file = match.group('file')
-        offset = match.group('offset')
-        self.flat_offset = None if offset is None else int(offset)
+        flat = match.group('offset')
+        self.flat_offset = None if flat is None else int(flat)
 
     @property
-    def opened_by_qemu(self):
+    def opened_by_qemu(self) -> bool:
         """Whether vmdk_parse_extents would open this extent's file."""
-        if not self.valid or self.access != 'RW' or self.sectors <= 0:
+        if not self.valid or self.access != 'RW' or \
+                cast(int, self.sectors) <= 0:
             return False
         return self.type in QEMU_EXTENT_TYPES
 
-    def describe(self, base=0):
+    def describe(self, base: int = 0) -> str:
         """For messages; ``base`` is the offset of the text's start."""
         if self.valid:
             return '%s extent %r at offset %d' % (self.type, self.file,
@@ -92,12 +103,12 @@ class Extent:
                                                 base + self.offset)
 
 
-def text_of(raw):
+def text_of(raw: bytes) -> str:
     """The descriptor text of ``raw`` bytes, as qemu's C strings see it."""
     return raw.split(b'\0', 1)[0].decode('latin-1')
 
 
-def qemu_probes(head):
+def qemu_probes(head: bytes) -> bool:
     """block/vmdk.c vmdk_probe, text branch, on the first probe buffer.
 
     Comment lines and lines of blanks may come before a ``version=N``
@@ -125,7 +136,7 @@ def qemu_probes(head):
     return False
 
 
-def values(text, key):
+def values(text: str, key: str) -> Iterator[tuple[str | None, int]]:
     """Every ``key="value"`` as qemu's vmdk_parse_description reads one.
 
     qemu finds ``key`` anywhere (``strstr``), skips two characters (``="``)
@@ -144,7 +155,7 @@ def values(text, key):
         pos = lowered.find(needle, pos + 1)
 
 
-def qemu_cid(text, key):
+def qemu_cid(text: str, key: str) -> tuple[int, int] | None:
     """block/vmdk.c vmdk_read_cid: the first ``key`` (``CID`` or
     ``parentCID``), one character skipped, then ``sscanf("%x")``.
 
@@ -162,7 +173,7 @@ def qemu_cid(text, key):
     return value & 0xffffffff, pos
 
 
-def extents(text):
+def extents(text: str) -> list[Extent]:
     """Every extent line of ``text``: lines starting with an access mode.
 
     A line that starts like an extent but does not parse is returned too
@@ -177,16 +188,19 @@ def extents(text):
     return found
 
 
-def is_plain_name(name):
+def is_plain_name(name: str | None) -> bool:
     """A file name without any directory part: the image's own file."""
-    return bool(name) and name not in ('.', '..') and not any(
+    if not name:
+        return False
+    return name not in ('.', '..') and not any(
         sep in name for sep in ('/', '\\', ':'))
 
 
-def qemu_create_type(text):
+def qemu_create_type(text: str) -> str | None:
     """block/vmdk.c vmdk_open_desc_file: the createType qemu uses (the
     first, case-sensitive occurrence, at most 127 characters), or None
-    when qemu finds none ("invalid VMDK image descriptor")."""
+    when qemu finds none ("invalid VMDK image descriptor").
+    """
     pos = text.find('createType')
     if pos < 0:
         return None
@@ -197,9 +211,10 @@ def qemu_create_type(text):
     return text[start:end]
 
 
-def cid_values(text, key):
+def cid_values(text: str, key: str) -> Iterator[tuple[int | None, int]]:
     """Every ``key=<hex>`` value, found case-insensitively, as
-    ``(value or None, offset)``: the VMware reader's view of a CID."""
+    ``(value or None, offset)``: the VMware reader's view of a CID.
+    """
     lowered = text.lower()
     pos = lowered.find(key.lower())
     while pos >= 0:
@@ -208,14 +223,16 @@ def cid_values(text, key):
         pos = lowered.find(key.lower(), pos + 1)
 
 
-def _listing(items, limit=3):
+def _listing(items: Sequence[str], limit: int = 3) -> str:
     text = ', '.join(items[:limit])
     if len(items) > limit:
         text += ' and %d more' % (len(items) - limit)
     return text
 
 
-def check_create_types(probe, policy, types, offset):
+def check_create_types(probe: base.Probe, policy: inspection.Policy,
+                       types: Sequence[tuple[str | None, int]],
+                       offset: int) -> None:
     """Every createType must be one the policy accepts."""
     allowed = {t.lower() for t in policy.vmdk_create_types}
     for value, where in types:
@@ -225,18 +242,19 @@ def check_create_types(probe, policy, types, offset):
                                   ', '.join(sorted(policy.vmdk_create_types))))
 
 
-def check_parent(probe, text, offset):
+def check_parent(probe: base.Probe, text: str, offset: int) -> None:
     """A parent file name, or a parent content ID: a delta image."""
     for value, where in values(text, 'parentFileNameHint'):
         probe.fail('parent', 'parent file %r named at offset %d'
                    % (value, offset + where))
-    for value, where in cid_values(text, 'parentCID'):
-        if value != NO_PARENT_CID:
+    for cid, where in cid_values(text, 'parentCID'):
+        if cid != NO_PARENT_CID:
             probe.fail('parent', 'parentCID at offset %d is not ffffffff: '
                        'the image is a delta of a parent' % (offset + where))
 
 
-def check_own_extent(probe, text, offset, capacity):
+def check_own_extent(probe: base.Probe, text: str, offset: int,
+                     capacity: int) -> None:
     """The extent lines of a descriptor embedded in a sparse extent.
 
     qemu ignores them, VMware does not: there must be at most one, a
@@ -254,12 +272,15 @@ def check_own_extent(probe, text, offset, capacity):
                    'file' % _listing([e.describe(offset) for e in found]))
     elif found and found[0].sectors != capacity:
         probe.fail('extent_size', '%s has %d sectors but the header says %d'
-                   % (found[0].describe(offset), found[0].sectors, capacity))
+                   % (found[0].describe(offset), cast(int, found[0].sectors),
+                      capacity))
 
 
-def check_descriptor_file(probe, policy, text, offset):
+def check_descriptor_file(probe: base.Probe, policy: inspection.Policy,
+                          text: str, offset: int) -> None:
     """A descriptor qemu opens as a descriptor file (vmdk_open_desc_file):
-    its extents are host files, so it is always refused."""
+    its extents are host files, so it is always refused.
+    """
     create_type = qemu_create_type(text)
     probe.variant = create_type
     if create_type is None:
@@ -270,7 +291,7 @@ def check_descriptor_file(probe, policy, text, offset):
     check_parent(probe, text, offset)
     found = extents(text)
     probe.virtual_size = base.SECTOR * sum(
-        e.sectors for e in found if e.opened_by_qemu)
+        cast(int, e.sectors) for e in found if e.opened_by_qemu)
     if found:
         reason = 'the descriptor at offset %d names %s' % (
             offset, _listing([e.describe(offset) for e in found]))
