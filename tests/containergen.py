@@ -14,7 +14,8 @@
 """Build containers with the real tools: OVAs with ``tar`` and a DSP0243
 descriptor, compressed images with ``gzip``, ``bzip2``, ``xz`` and
 ``zstd``, and decompression bombs made by streaming (never written
-uncompressed)."""
+uncompressed).
+"""
 
 import os
 import shutil
@@ -37,7 +38,8 @@ def descriptor(disks, name='vm', extra_files=()):
     """An OVF 1.0 envelope (DSP0243) for a virtual system whose disks are
     ``disks``: ``(href, capacity_bytes, format_uri[, compression])``, the
     first one the boot disk.  ``extra_files``: more ``(id, href)``
-    references (an ISO, a file outside the package...)."""
+    references (an ISO, a file outside the package...).
+    """
     refs, disk_elems, items = [], [], []
     for i, disk in enumerate(disks, 1):
         href, capacity, fmt = disk[:3]
@@ -119,7 +121,8 @@ def ova(path, directory, disks, fmt='ustar', descriptor_text=None,
         order=None):
     """Write ``vm.ovf`` for ``disks`` (as for :func:`descriptor`, files
     in ``directory``) and tar it first, then the disks (DSP0243 order),
-    or in ``order``."""
+    or in ``order``.
+    """
     text = descriptor_text if descriptor_text is not None else \
         descriptor(disks)
     with open(os.path.join(directory, 'vm.ovf'), 'w') as f:
@@ -139,7 +142,8 @@ def compress(src, tool, dst=None, args=()):
 
 def zeros_through(tool, size, dst, args=()):
     """``size`` zero bytes compressed by ``tool``, streamed through a
-    pipe: nothing uncompressed is ever written."""
+    pipe: nothing uncompressed is ever written.
+    """
     block = bytes(1 << 20)
     with open(dst, 'wb') as out:
         proc = subprocess.Popen([tool, '-c'] + list(args),
@@ -157,7 +161,8 @@ def gzip_bomb(dst, size):
     """A valid gzip member (RFC 1952) of ``size`` zero bytes (a multiple
     of 1 MiB), made without compressing them all: after a full flush
     deflate restarts from the same state, so 1 MiB of zeros compresses to
-    the same bytes every time.  The CRC32 is computed over the zeros."""
+    the same bytes every time.  The CRC32 is computed over the zeros.
+    """
     block = bytes(1 << 20)
     comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     first = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)

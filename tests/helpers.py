@@ -37,7 +37,8 @@ requires_qemu_img = pytest.mark.skipif(
 def run_qemu_img(cmd, attempts=5):
     """Run a qemu-img command line; retry the one failure that is qemu's,
     not ours: its PBKDF2 benchmark (LUKS key slots) fails at random where
-    the thread CPU clock is coarse ("Unable to get accurate CPU usage")."""
+    the thread CPU clock is coarse ("Unable to get accurate CPU usage").
+    """
     for _ in range(attempts):
         proc = subprocess.run(cmd, capture_output=True)
         if proc.returncode == 0 or b'accurate CPU usage' not in proc.stderr:
@@ -116,7 +117,8 @@ def all_modes(path, disk_format=None, policy=None, container_format=None):
 
 def assert_like_qemu(path, disk_format, variant=None, policy=None):
     """The image is safe, of ``disk_format``, and sized as qemu-img says,
-    in every mode, with and without the declared disk_format."""
+    in every mode, with and without the declared disk_format.
+    """
     info = qemu_info(path, disk_format)
     assert info is not None, 'qemu-img cannot open %s' % path
     for declared in (disk_format, None):
@@ -171,7 +173,8 @@ def assert_hostile(path, check=None, *, disk_format, policy=None,
 def mutated_copy(src, dst, edits, length=None):
     """Copy ``src`` to ``dst`` with ``(offset, struct format, value)``
     edits (format ``None``: ``value`` is raw bytes), truncated to
-    ``length`` when given; returns ``dst`` as a string."""
+    ``length`` when given; returns ``dst`` as a string.
+    """
     with open(src, 'rb') as f:
         data = bytearray(f.read())
     for offset, fmt, value in edits:
@@ -187,7 +190,8 @@ def mutated_copy(src, dst, edits, length=None):
 def patch_fields(src, dst, module, *edits):
     """:func:`mutated_copy` with ``(field name, value)`` edits of a format
     module's little-endian header (its ``_LAYOUT`` and ``OFFSETS``), or
-    ``(offset, bytes)``."""
+    ``(offset, bytes)``.
+    """
     layout = dict(module._LAYOUT)
     return mutated_copy(src, dst, [
         (module.OFFSETS[where], '<' + layout[where], value)

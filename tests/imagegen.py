@@ -100,7 +100,8 @@ def payload(path, size, seed, mbr=False):
 
 def write_mbr(f, size, part_type=0x83, first=2048):
     """One primary partition from sector ``first`` to the end (UEFI 5.2.1;
-    a protective MBR starts at LBA 1)."""
+    a protective MBR starts at LBA 1).
+    """
     sectors = size // 512
     record = struct.pack('<B3sB3sII', 0, b'\0\2\0', part_type,
                          b'\xff\xff\xff', first,
@@ -111,7 +112,8 @@ def write_mbr(f, size, part_type=0x83, first=2048):
 
 def write_gpt(f, size):
     """A protective MBR and a primary GPT header with one empty entry
-    array (UEFI 5.3.2), as a partitioning tool would write them."""
+    array (UEFI 5.3.2), as a partitioning tool would write them.
+    """
     write_mbr(f, size, part_type=0xEE, first=1)
     last = size // 512 - 1
     entries = b'\0' * (128 * 128)

@@ -81,7 +81,12 @@ for path in (REPO, TOOLS):      # glance_vsize and tests; the bench package
 
 from bench.glance import section_glance  # noqa: E402
 from bench.memory import section_memory  # noqa: E402
-from bench.report import GiB, RESULTS, load, machine, out, table  # noqa: E402
+from bench.report import GiB  # noqa: E402
+from bench.report import load  # noqa: E402
+from bench.report import machine  # noqa: E402
+from bench.report import out  # noqa: E402
+from bench.report import RESULTS  # noqa: E402
+from bench.report import table  # noqa: E402
 from bench.seekable import section_seekable  # noqa: E402
 from bench.streaming import section_streaming  # noqa: E402
 

@@ -28,7 +28,8 @@ from tests import imagegen
 
 def _secret_create(path, fmt, opts):
     """qemu-img create with a secret.  Its PBKDF benchmark fails now and
-    then on a loaded machine ("Unable to get accurate CPU usage"): retry."""
+    then on a loaded machine ("Unable to get accurate CPU usage"): retry.
+    """
     for attempt in range(8):
         proc = subprocess.run(
             ['qemu-img', 'create', '-q', '-f', fmt, '--object',
@@ -43,7 +44,8 @@ def _secret_create(path, fmt, opts):
 @pytest.fixture(scope='session')
 def corpus(tmp_path_factory):
     """``(outdir, entries)``: every generated image, with the manifest's
-    ``file``, ``disk_format``, ``virtual_size``, ``safe`` and ``why``."""
+    ``file``, ``disk_format``, ``virtual_size``, ``safe`` and ``why``.
+    """
     if shutil.which('qemu-img') is None or shutil.which('xorriso') is None:
         pytest.skip('qemu-img and xorriso (Debian qemu-utils, xorriso) are '
                     'needed to build the corpus')

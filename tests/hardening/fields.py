@@ -42,7 +42,8 @@ _CODE = re.compile(r'(\d*)([a-zA-Z?])')
 
 class Field:
     """``size`` bytes at absolute ``offset``: an integer (``code`` one of
-    the struct integer codes, ``order`` '<' or '>') or raw bytes ('s')."""
+    the struct integer codes, ``order`` '<' or '>') or raw bytes ('s').
+    """
 
     def __init__(self, where, name, offset, code, size, order, checksum):
         self.where = where          # 'qcow2 header'
@@ -305,7 +306,8 @@ def mutate(img, field, value):
 
 def changed(img, mutated, field):
     """The ``(offset, length)`` ranges where ``mutated`` differs from
-    ``img`` (the field, and the checksum it may have changed)."""
+    ``img`` (the field, and the checksum it may have changed).
+    """
     ranges = [(field.offset, field.size)]
     if field.checksum is not None:
         ranges.append(field.checksum.field)
@@ -315,7 +317,8 @@ def changed(img, mutated, field):
 
 def mutations(fmt, img, seed, randoms=1):
     """``(field, value)`` for every field of the image: 0, 1, max, random
-    (seeded), skipping values the field already has."""
+    (seeded), skipping values the field already has.
+    """
     rnd = random.Random(seed)
     for field in fields_of(fmt, img):
         current = bytes(img[field.offset:field.offset + field.size])

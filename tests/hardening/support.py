@@ -65,7 +65,8 @@ ALL_FORMATS = inspection.Policy(allowed_formats=frozenset(
 
 def long_run():
     """Whether the long (exhaustive) variants of the tests were asked for:
-    ``HYPOTHESIS_PROFILE=long`` (what ``tools/fuzz --long`` sets)."""
+    ``HYPOTHESIS_PROFILE=long`` (what ``tools/fuzz --long`` sets).
+    """
     return os.environ.get('HYPOTHESIS_PROFILE') == 'long'
 
 
@@ -83,7 +84,8 @@ def qemu_info(path, fmt):
 
 def qemu_size(path, fmt):
     """The virtual size qemu reports for ``path`` read as ``fmt``, or None
-    when qemu cannot open it that way."""
+    when qemu cannot open it that way.
+    """
     info = qemu_info(path, fmt)
     return None if info is None else info['virtual-size']
 
@@ -92,7 +94,8 @@ def qemu_size(path, fmt):
 
 def verdict_problem(result):
     """Why a verdict breaks the engine's contract whatever the bytes were,
-    or None: a refusal names its checks, a bug is never a verdict."""
+    or None: a refusal names its checks, a bug is never a verdict.
+    """
     if not isinstance(result, inspection.Inspection):
         return 'not an Inspection: %r' % (result,)
     bad = [c for c in result.failures if not CHECK_NAME.match(c)]
@@ -115,7 +118,8 @@ def verdict_problem(result):
 
 class ReadCounter:
     """Counts what ``os.pread`` is asked for while active (the seekable
-    driver's only way to read)."""
+    driver's only way to read).
+    """
 
     def __init__(self):
         self.calls = 0
@@ -177,7 +181,8 @@ def fd_path(fd):
 
 def streamed(data, chunk, disk_format=None, policy=None, inspectors=None):
     """The real streaming driver on ``data`` cut in ``chunk``-byte pieces
-    (or a list of chunk sizes, cycled)."""
+    (or a list of chunk sizes, cycled).
+    """
     inspector = stream_mod.StreamInspector(disk_format, policy, inspectors)
     view = memoryview(data)
     sizes = [chunk] if isinstance(chunk, int) else list(chunk)
@@ -220,7 +225,8 @@ def truncated_copy(path):
 
 class CutInspector:
     """``inspect_fd`` on the first ``cut`` bytes of the file at ``fd``,
-    for many cuts, reusing each probe while its answers stay the same."""
+    for many cuts, reusing each probe while its answers stay the same.
+    """
 
     def __init__(self, fd, inspectors=None, policy=None):
         self.fd = fd
@@ -245,7 +251,8 @@ class CutInspector:
 
     def _key(self, request, answer, cut):
         """What decides the answer: for a Read of the same file, its
-        length; for a Tail, its bytes; for LENGTH, the length."""
+        length; for a Tail, its bytes; for LENGTH, the length.
+        """
         if isinstance(request, base.Read):
             return len(answer)
         return answer

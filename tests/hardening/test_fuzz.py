@@ -132,7 +132,8 @@ def edit(draw, loaded, fmt):
 
 def recipes(loaded, fmt):
     """(seed index, edits, chunk sizes): the chunk sizes are cycled, with
-    64 KiB among them so that a stream of 1-byte chunks stays rare."""
+    64 KiB among them so that a stream of 1-byte chunks stays rare.
+    """
     return st.tuples(
         st.integers(0, len(loaded[fmt]) - 1),
         st.lists(edit(loaded, fmt), min_size=1, max_size=4),
@@ -224,7 +225,8 @@ def test_the_seeds_pass(seeds):
 
 def test_fuzz_finds_a_planted_bug(seeds, monkeypatch):
     """The harness fails when an inspector crashes: a bug planted in the
-    qcow2 inspector is found within the short run's examples."""
+    qcow2 inspector is found within the short run's examples.
+    """
     from glance_vsize.formats import qcow2
     real = qcow2._check_size
 

@@ -102,7 +102,8 @@ def _raw_rule(result, length):
 
 def check_variant(fd, data, where, measure_memory, rnd):
     """Problems of one mutated image, ``data`` also in the memfd ``fd``,
-    in both modes."""
+    in both modes.
+    """
     problems = []
     counter = support.ReadCounter()
     if measure_memory:
@@ -175,7 +176,8 @@ def test_every_header_field(corpus, fmt):
 
 def test_fields_cover_every_format(corpus):
     """The field lists reach deep: every format's mutations include more
-    than its magic, and the checksummed structures are re-checksummed."""
+    than its magic, and the checksummed structures are re-checksummed.
+    """
     entries = _by_file(corpus)
     for fmt, names in BASES.items():
         for name in names:
@@ -203,7 +205,8 @@ def test_random_values_are_seeded():
 def test_memory_bound_is_measured():
     """tracemalloc sees what the engine holds: a VMDK descriptor file
     without a NUL is read up to its 1 MiB limit, held in memory (the
-    image itself is in a memfd, outside the Python heap)."""
+    image itself is in a memfd, outside the Python heap).
+    """
     data = b'# Disk DescriptorFile\n' + b'x' * (2 * MiB)
     _result, peak = _peak(support.seekable, data, None, support.ALL_FORMATS)
     assert MiB <= peak <= MEMORY_BOUND

@@ -84,7 +84,8 @@ def test_vhd_block_ending_in_the_last_partial_sector(entries, tmp_path):
 
 def test_vhd_bat_too_large_to_inspect(entries, tmp_path):
     """Max Table Entries of 8 Mi (a 32 MiB BAT, which qemu reads): over
-    the bound of what is inspected, refused (table_size)."""
+    the bound of what is inspected, refused (table_size).
+    """
     path = _copy(entries, 'vhd-dynamic-forceoff-s1.vhd', tmp_path)
     with open(path, 'r+b') as f:
         f.seek(512 + 28)
@@ -98,7 +99,8 @@ def test_vhd_bat_too_large_to_inspect(entries, tmp_path):
 
 def _vhdx_with_partial_block(tmp_path):
     """17 MiB in 8 MiB blocks; the last (1 MiB) block is written, at
-    8 MiB in the file."""
+    8 MiB in the file.
+    """
     path = str(tmp_path / 'partial.vhdx')
     helpers.create(path, 'vhdx', 17 * MiB)
     subprocess.run(['qemu-io', '-f', 'vhdx', '-c',
@@ -109,7 +111,8 @@ def _vhdx_with_partial_block(tmp_path):
 
 def _region_table_fixed(path, changes):
     """Apply ``changes`` ((offset, fmt, value)) and re-checksum the region
-    table."""
+    table.
+    """
     with open(path, 'r+b') as f:
         for at, fmt, value in changes:
             f.seek(at)
@@ -132,7 +135,8 @@ def test_vhdx_truncated_through_its_data(entries, tmp_path, length):
 @helpers.requires_qemu_img
 def test_vhdx_last_block_may_be_partial(tmp_path):
     """The block of the disk's last MiB is allowed to end with the file;
-    one sector less and qemu refuses."""
+    one sector less and qemu refuses.
+    """
     path = _vhdx_with_partial_block(tmp_path)
     os.truncate(path, 9 * MiB)
     helpers.assert_like_qemu(path, 'vhdx')
@@ -153,7 +157,8 @@ def test_vhdx_block_overlapping_the_metadata(tmp_path):
 @helpers.requires_qemu_img
 def test_vhdx_bat_after_the_metadata(tmp_path):
     """Hyper-V's order (metadata, then BAT): the BAT is read once the
-    block size is known, still in one pass."""
+    block size is known, still in one pass.
+    """
     path = _vhdx_with_partial_block(tmp_path)
     with open(path, 'r+b') as f:
         f.seek(2 * MiB)
@@ -174,7 +179,8 @@ def test_vhdx_bat_after_the_metadata(tmp_path):
                                           (0x10000000, True)))
 def test_vhdx_bat_region_qemu_cannot_read(tmp_path, length, opens):
     """qemu reads the BAT region in one request: past 2 GiB it fails.
-    (The region that opens is kept at 256 MiB: qemu allocates it.)"""
+    (The region that opens is kept at 256 MiB: qemu allocates it.)
+    """
     path = _vhdx_with_partial_block(tmp_path)
     entry = vhdx.REGION_TABLE_OFFSET + 16
     _region_table_fixed(path, [(entry + 16, '<Q', 64 * MiB),
@@ -188,7 +194,8 @@ def test_vhdx_bat_region_qemu_cannot_read(tmp_path, length, opens):
 @helpers.requires_qemu_img
 def test_vhdx_of_zero_bytes(tmp_path):
     """qemu-img's uint32 arithmetic gives a 0-byte disk a 64 MiB BAT:
-    the largest BAT inspected."""
+    the largest BAT inspected.
+    """
     path = helpers.create(str(tmp_path / 'zero.vhdx'), 'vhdx', 0)
     helpers.assert_like_qemu(path, 'vhdx')
 

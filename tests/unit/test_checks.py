@@ -11,7 +11,8 @@
 #    under the License.
 
 """Every check the engine can fail is declared, and the option that names
-checks accepts exactly the declared ones."""
+checks accepts exactly the declared ones.
+"""
 
 import ast
 import pathlib
@@ -91,7 +92,8 @@ def _failures_target(node):
 
 def raised(module):
     """``(literal check names, forwarding call sources)`` of a module (or
-    of source text)."""
+    of source text).
+    """
     names, forwarded = set(), set()
     if module.endswith('.py'):
         module = (PACKAGE / module).read_text()
@@ -129,7 +131,8 @@ BASE_HELPERS = ('read_exact', 'Reader')
 
 def test_base_helpers_checks_are_declared_by_their_users():
     """A format that reads through a helper of formats/base.py declares
-    the checks the helper can fail."""
+    the checks the helper can fail.
+    """
     source = (PACKAGE / 'formats/base.py').read_text()
     catalogue = checks.catalogue()
     for node in ast.parse(source).body:
@@ -234,7 +237,8 @@ def test_option_help_lists_the_declared_checks():
 
 def test_sample_config_is_generated():
     """etc/glance-vsize.conf.sample is what oslo-config-generator writes
-    from the options (regenerate it with ``tox -e genconfig``)."""
+    from the options (regenerate it with ``tox -e genconfig``).
+    """
     root = PACKAGE.parent
     out = subprocess.run(
         [sys.executable, '-m', 'oslo_config.generator', '--config-file',
@@ -242,4 +246,3 @@ def test_sample_config_is_generated():
          '--output-file', '/dev/stdout'],
         capture_output=True, text=True, check=True, cwd=root).stdout
     assert out == (root / 'etc/glance-vsize.conf.sample').read_text()
-

@@ -12,7 +12,8 @@
 
 
 """The engine's drivers and arbitration, with small inspectors of our own
-plugged in through the same interface the format modules use."""
+plugged in through the same interface the format modules use.
+"""
 
 import io
 import os
@@ -29,7 +30,8 @@ from glance_vsize import stream
 
 class Magic(base.FormatInspector):
     """Matches b'MAGC' at 0; size from the 8 bytes at ``size_at``; may
-    want the last bytes of the image too."""
+    want the last bytes of the image too.
+    """
 
     name = 'qcow2'
 

@@ -13,7 +13,8 @@
 """Figure 4 of issue 5, end to end against a real Glance: uploads with and
 without glance_vsize (create-image and import), the paste filter's CPU in
 Glance's body stack, and the bytes of an unsafe upload stored before the
-refusal."""
+refusal.
+"""
 
 import io
 import os
@@ -24,15 +25,29 @@ import warnings
 
 import glance_vsize
 
-from . import REPO
-from .images import qemu_img, qemu_vsize, read_range
-from .report import (GiB, KiB, MiB, RESULTS, TARGET_E2E, TARGET_REFUSED, out,
-                     ratio, size, table, target)
 from . import profile
+from . import REPO
+from .images import qemu_img
+from .images import qemu_vsize
+from .images import read_range
 from .refusal import refused_upload
+from .report import GiB
+from .report import KiB
+from .report import MiB
+from .report import out
+from .report import ratio
+from .report import RESULTS
+from .report import size
+from .report import table
+from .report import target
+from .report import TARGET_E2E
+from .report import TARGET_REFUSED
+from .servers import Pair
+from .servers import server_cpu
 from .streams import filler_bytes
-from .servers import Pair, server_cpu
-from .uploads import delete, upload_create, upload_import
+from .uploads import delete
+from .uploads import upload_create
+from .uploads import upload_import
 
 
 def filter_stack_cpu(header, total=GiB, chunk=64 * KiB, runs=5):
@@ -42,7 +57,8 @@ def filter_stack_cpu(header, total=GiB, chunk=64 * KiB, runs=5):
     The input costs the same per byte whatever the read size, so that
     this measures the filter, not the input.  (gunicorn's own input is
     cheaper read in the filter's 1 MiB blocks than in Glance's 64 KiB:
-    the end-to-end figures show that.)"""
+    the end-to-end figures show that.)
+    """
     import webob.request
     with warnings.catch_warnings():     # eventlet's, through oslo.messaging
         warnings.simplefilter('ignore')
@@ -53,7 +69,8 @@ def filter_stack_cpu(header, total=GiB, chunk=64 * KiB, runs=5):
     class Body:
         """A WSGI input: ``header``, then data, in reads of any size up
         to 1 MiB; every read is full (webob takes a short read for a
-        disconnection)."""
+        disconnection).
+        """
 
         def __init__(self):
             self.sent = 0
@@ -103,7 +120,8 @@ class E2EImages:
     """The images of figure 4, made once in ``workdir``: :attr:`image`, a
     1 GiB qcow2 of random data, and its qemu-img virtual size
     :attr:`expect`; :attr:`warm`, a small qcow2 that warms up a fresh
-    Glance; :attr:`header`, an unsafe qcow2 naming a backing file."""
+    Glance; :attr:`header`, an unsafe qcow2 naming a backing file.
+    """
 
     def __init__(self, workdir):
         raw = os.path.join(workdir, 'e2e.raw')
@@ -138,7 +156,8 @@ def timed_runs(workdir, images, runs):
     """``runs`` runs, each with both Glances started afresh: the uploads
     alternate with and without glance_vsize, the order swapped every run.
     Returns wall seconds, the gunicorn processes' CPU seconds and the
-    virtual sizes, by (path, name)."""
+    virtual sizes, by (path, name).
+    """
     times, cpu, sizes = {}, {}, {}
     for run in range(runs):
         order = ['without', 'with'] if run % 2 else ['with', 'without']
@@ -159,7 +178,8 @@ def timed_runs(workdir, images, runs):
 
 def report_runs(times, cpu, sizes, expect):
     """The wall-clock table and target; returns the median create-image
-    CPU seconds without glance_vsize."""
+    CPU seconds without glance_vsize.
+    """
     rows = []
     worst = 0
     for path, _fn in UPLOADS:
@@ -212,7 +232,8 @@ def report_runs(times, cpu, sizes, expect):
 
 def report_share(glance, image, workdir):
     """glance_vsize's share of the Glance worker's CPU samples (py-spy)
-    while it serves one upload of each path, after the timed runs."""
+    while it serves one upload of each path, after the timed runs.
+    """
     if profile.py_spy() is None:
         out('   glance_vsize\'s share of Glance\'s CPU: n/a (py-spy is not '
             'installed; it is in test-requirements.txt)')

@@ -12,13 +12,15 @@
 
 """The images sections 1 to 3 measure: sparse qemu-img images (xorriso for
 ISO) and, for the streams of figures 1 and 2, their :class:`Layout`: the
-real bytes, filler, and the trailer."""
+real bytes, filler, and the trailer.
+"""
 
 import json
 import os
 import subprocess
 
-from .report import GiB, MiB
+from .report import GiB
+from .report import MiB
 
 
 QEMU_NAME = {'vhd': 'vpc', 'ploop': 'parallels'}
@@ -106,7 +108,8 @@ VHD_MAX = 2040 * GiB
 
 def make_image(workdir, label, disk_format, opts, vsize):
     """A sparse qemu-img image: ``(path, label, qemu-img's virtual size)``.
-    VHD is capped at its largest size (the label says so)."""
+    VHD is capped at its largest size (the label says so).
+    """
     if disk_format == 'vhd' and vsize > VHD_MAX:
         vsize = VHD_MAX
         label += ' (2040 GiB: VHD maximum)'

@@ -12,7 +12,8 @@
 
 """Figure 2 of issue 5: the extra memory held (tracemalloc peak over the
 bare loop's) streaming 1 GiB and 3 TiB images, containers included when
-InspectingReader takes ``container_format``."""
+InspectingReader takes ``container_format``.
+"""
 
 import gc
 import gzip
@@ -25,11 +26,26 @@ import tracemalloc
 
 import glance_vsize
 
-from .images import (SPARSE_FORMATS, STREAM_FORMATS, Layout, image_layout,
-                     make_image)
-from .report import (GiB, MiB, RESULTS, TARGET_MEMORY, TiB, fx, out, ratio,
-                     size, table, target)
-from .streams import Source, SyntheticStream, filler_bytes, glance_vsize_reader
+from .images import image_layout
+from .images import Layout
+from .images import make_image
+from .images import SPARSE_FORMATS
+from .images import STREAM_FORMATS
+from .report import fx
+from .report import GiB
+from .report import MiB
+from .report import out
+from .report import ratio
+from .report import RESULTS
+from .report import size
+from .report import table
+from .report import target
+from .report import TARGET_MEMORY
+from .report import TiB
+from .streams import filler_bytes
+from .streams import glance_vsize_reader
+from .streams import Source
+from .streams import SyntheticStream
 
 
 def traced_peak(make, chunk):

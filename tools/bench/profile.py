@@ -87,7 +87,8 @@ def attribute(lines):
 
 class Recorder:
     """py-spy recording a gunicorn master's workers, as a context manager;
-    :attr:`share` is (samples, glance_vsize's samples) once it exits."""
+    :attr:`share` is (samples, glance_vsize's samples) once it exits.
+    """
 
     def __init__(self, master_pid, output, rate=250):
         self.output = output

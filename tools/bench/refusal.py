@@ -11,7 +11,8 @@
 #    under the License.
 
 """Figure 4 of issue 5, the refusal: how many bytes of an unsafe upload
-reach a real Glance's store before it is refused."""
+reach a real Glance's store before it is refused.
+"""
 
 import os
 import re

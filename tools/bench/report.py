@@ -12,7 +12,8 @@
 
 """Output shared by every section: the targets of issue 5, the figures
 beside them (``RESULTS``, which ``--json`` writes), the machine they were
-measured on and its load."""
+measured on and its load.
+"""
 
 import importlib.metadata
 import os

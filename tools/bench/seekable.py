@@ -11,7 +11,8 @@
 #    under the License.
 
 """Figure 3 of issue 5: seekable inspection (``inspect_file``) against a
-``qemu-img info`` subprocess, at 1 GiB, 100 GiB and 3 TiB."""
+``qemu-img info`` subprocess, at 1 GiB, 100 GiB and 3 TiB.
+"""
 
 import os
 import statistics
@@ -20,9 +21,19 @@ import time
 
 import glance_vsize
 
-from .images import QEMU_NAME, VHD_MAX, qemu_create, qemu_vsize
-from .report import (GiB, RESULTS, TARGET_SEEK, TiB, fx, out, size, table,
-                     target)
+from .images import qemu_create
+from .images import QEMU_NAME
+from .images import qemu_vsize
+from .images import VHD_MAX
+from .report import fx
+from .report import GiB
+from .report import out
+from .report import RESULTS
+from .report import size
+from .report import table
+from .report import target
+from .report import TARGET_SEEK
+from .report import TiB
 
 
 SEEK_FORMATS = (
@@ -109,7 +120,8 @@ def report_flat(flat, worst_ratio):
     all of it at open (the dynamic VHD BAT, 4 bytes per 2 MiB block, read
     whole by vpc_open() to refuse truncated images): there no reader that
     agrees with qemu can be flat, and the time it adds must stay below
-    what it adds to qemu-img info."""
+    what it adds to qemu-img info.
+    """
     worst_flat, shown, ok = 0, '', True
     for label, (grows, ours, qemu) in flat.items():
         if label in FORMAT_BOUND:

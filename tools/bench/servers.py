@@ -26,14 +26,17 @@ import os
 import time
 
 from .report import out
-from .uploads import delete, upload_create, upload_import
+from .uploads import delete
+from .uploads import upload_create
+from .uploads import upload_import
 
 CONFIGS = (('without', ['--no-vsize']), ('with', []))
 
 
 def _processes(glance):
     """{pid: CPU ticks} of the Glance's gunicorn master and workers, or
-    None when it has no pid file."""
+    None when it has no pid file.
+    """
     try:
         with open(os.path.join(glance.data_dir, 'gunicorn.pid')) as f:
             root = int(f.read().strip())
@@ -71,7 +74,8 @@ def pin(glance, cpu):
     """Run every thread of the Glance's gunicorn processes on ``cpu`` only
     (threads and processes they start later inherit it): the scheduler
     no longer moves the server, and the client that uploads, pinned to
-    another CPU, does not share one with it.  False where it cannot."""
+    another CPU, does not share one with it.  False where it cannot.
+    """
     if not hasattr(os, 'sched_setaffinity'):
         return False
     for pid in _processes(glance) or ():
@@ -86,7 +90,8 @@ def pin(glance, cpu):
 def pin_apart(glances):
     """Both Glances on the last CPU, this process (the client) on the
     others, when there are two or more; returns this process's CPUs as
-    they were, or None."""
+    they were, or None.
+    """
     if not hasattr(os, 'sched_getaffinity'):
         return None
     mine = os.sched_getaffinity(0)
@@ -103,7 +108,8 @@ class Pair:
     """Both Glances, as a context manager: started (data in
     ``workdir/glance-with`` and ``-without``), pinned apart from this
     process, warmed up with one small upload on each path; stopped, and
-    this process's CPUs restored, on exit."""
+    this process's CPUs restored, on exit.
+    """
 
     def __init__(self, workdir, warm_image, verbose=False):
         self.workdir = workdir

@@ -12,7 +12,8 @@
 
 """Figure 1 of issue 5: streaming overhead per chunk after the header
 phase, glance_vsize and oslo.utils against a bare read loop and a sha512
-pass."""
+pass.
+"""
 
 import gc
 import hashlib
@@ -21,11 +22,26 @@ import shutil
 import statistics
 import time
 
-from .images import STREAM_FORMATS, image_layout
-from .report import (GiB, KiB, MiB, RESULTS, TARGET_CHUNK_NS, TARGET_VS_OSLO,
-                     TARGET_VS_SHA, fx, ns, out, size, table, target)
-from .streams import (Source, SyntheticStream, filler_bytes,
-                      glance_vsize_reader, oslo_reader)
+from .images import image_layout
+from .images import STREAM_FORMATS
+from .report import fx
+from .report import GiB
+from .report import KiB
+from .report import MiB
+from .report import ns
+from .report import out
+from .report import RESULTS
+from .report import size
+from .report import table
+from .report import target
+from .report import TARGET_CHUNK_NS
+from .report import TARGET_VS_OSLO
+from .report import TARGET_VS_SHA
+from .streams import filler_bytes
+from .streams import glance_vsize_reader
+from .streams import oslo_reader
+from .streams import Source
+from .streams import SyntheticStream
 
 
 def header_phase(layout, chunk, filler):

@@ -13,7 +13,8 @@
 """The streams of figures 1 and 2: a :class:`SyntheticStream` of an image's
 :class:`~bench.images.Layout` (never all in memory), and the readers the
 figures compare: glance_vsize's as the paste filter builds it, oslo.utils'
-as Glance builds it."""
+as Glance builds it.
+"""
 
 import random
 
@@ -81,7 +82,8 @@ class SyntheticStream:
 
 class Source:
     """What the wrappers read from: a synthetic stream's chunks, through
-    the cheapest ``read`` (one lambda; the bare loop pays it too)."""
+    the cheapest ``read`` (one lambda; the bare loop pays it too).
+    """
 
     def __init__(self, stream):
         it = stream._it

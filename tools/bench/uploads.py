@@ -11,7 +11,8 @@
 #    under the License.
 
 """Figure 4 of issue 5: uploads to a real Glance over HTTP, timed, and the
-CPU its gunicorn processes spend on them."""
+CPU its gunicorn processes spend on them.
+"""
 
 import http.client
 import os
@@ -50,7 +51,8 @@ def upload_create(glance, path, disk_format):
 
 def upload_import(glance, path, disk_format):
     """import: POST /v2/images, PUT .../stage, POST .../import
-    (glance-direct), until active.  Seconds, image."""
+    (glance-direct), until active.  Seconds, image.
+    """
     t0 = time.perf_counter()
     image_id = glance.create(disk_format)
     with open(path, 'rb') as f:

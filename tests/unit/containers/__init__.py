@@ -24,7 +24,8 @@ def all_modes(path, container_format, disk_format=None, policy=None):
 def assert_inner(path, container_format, inner_path, disk_format,
                  policy=None):
     """Every mode finds the image at ``inner_path`` (as qemu-img sizes
-    it), with and without the declared disk_format; returns a verdict."""
+    it), with and without the declared disk_format; returns a verdict.
+    """
     info = helpers.qemu_info(inner_path, disk_format)
     assert info is not None
     for declared in (disk_format, None):

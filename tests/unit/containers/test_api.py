@@ -73,7 +73,8 @@ def test_container_formats_list():
                                            ('ova', 'ova')])
 def test_read_and_expected_size(files, key, container):
     """read(n) hands the container on unchanged; with its length known the
-    verdict comes with the last byte."""
+    verdict comes with the last byte.
+    """
     data = open(files[key], 'rb').read()
     reader = glance_vsize.InspectingReader(
         io.BytesIO(data), 'qcow2', fail_fast=True, expected_size=len(data),

@@ -12,7 +12,8 @@
 
 
 """container_format=compressed: images from qemu-img compressed by the
-real gzip, bzip2, xz and zstd tools; hostile and broken streams; bombs."""
+real gzip, bzip2, xz and zstd tools; hostile and broken streams; bombs.
+"""
 
 import os
 import shutil
@@ -225,7 +226,8 @@ def test_ratio_applies_beyond_the_exempt_size(tmp_path, tool):
 @pytest.mark.parametrize('tool', TOOLS)
 def test_sparse_3_tib_qcow2_is_not_a_bomb(tmp_path, tool):
     """240 KiB that compress 500:1 to 1100:1: under the default policy
-    the ratio does not apply to so small an expansion."""
+    the ratio does not apply to so small an expansion.
+    """
     src = helpers.create(tmp_path / 'huge.qcow2', 'qcow2', 3 << 40)
     path = containergen.compress(src, tool, str(tmp_path / 'huge.c'))
     assert os.path.getsize(src) > 400 * os.path.getsize(path)
@@ -268,7 +270,8 @@ def _peak_rss_kib(path, size):
 
 def test_memory_does_not_grow_with_the_expanded_size(tmp_path):
     """Peak RSS for 64 MiB and for 4 GiB expanded: the same, within a few
-    MiB (pieces are 256 KiB and nothing accumulates)."""
+    MiB (pieces are 256 KiB and nothing accumulates).
+    """
     small = containergen.gzip_bomb(str(tmp_path / 's.gz'), 64 << 20)
     large = containergen.gzip_bomb(str(tmp_path / 'l.gz'), 4 * G)
     grow = _peak_rss_kib(large, 4 * G) - _peak_rss_kib(small, 64 << 20)

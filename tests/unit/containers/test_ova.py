@@ -12,7 +12,8 @@
 
 
 """container_format=ova: OVAs made with GNU tar and Python's tarfile from
-qemu-img disks and a DSP0243 descriptor; hostile descriptors and members."""
+qemu-img disks and a DSP0243 descriptor; hostile descriptors and members.
+"""
 
 import io
 import os
@@ -120,7 +121,8 @@ def test_ova_written_by_python_tarfile(disks, tmp_path):
 
 def test_gzip_compressed_member(disks, tmp_path):
     """ovf:compression="gzip" (DSP0243): the member is decompressed as it
-    passes; a member that is not gzip is refused."""
+    passes; a member that is not gzip is refused.
+    """
     pkg = _package(tmp_path, disks, {'disk.vmdk': 'boot.vmdk'})
     containergen.compress(pkg / 'disk.vmdk', 'gzip', pkg / 'disk.vmdk.gz')
     table = [('disk.vmdk.gz', 16 << 20, STREAM, 'gzip')]

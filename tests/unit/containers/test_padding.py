@@ -14,7 +14,8 @@
 """What may follow a member of compressed data: another member, and the
 padding each tool accepts (gzip: zero bytes at the end; xz: Stream Padding,
 .xz File Format 2.2; zstd: skippable frames, RFC 8878 3.1.2).  The tools
-themselves (``TOOL -t``) are the oracle."""
+themselves (``TOOL -t``) are the oracle.
+"""
 
 import subprocess
 
@@ -39,7 +40,8 @@ def small_raw(tmp_path_factory):
 def _tool_accepts(tool, path):
     """The oracle: ``TOOL -t`` passes ``path`` without a word (exit status
     0, nothing on stderr).  ``gzip -t`` exits 2 on a warning, ``bzip2 -t``
-    warns on stderr and exits 0: data a tool ignores is refused."""
+    warns on stderr and exits 0: data a tool ignores is refused.
+    """
     cmd = [tool, '-t'] + (['-q'] if tool == 'zstd' else []) + [str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     return proc.returncode == 0 and not proc.stderr.strip()
@@ -60,7 +62,8 @@ def _parts(src, tool, tmp_path):
 @pytest.mark.parametrize('tool', TOOLS)
 def test_concatenated_members(small_raw, tmp_path, tool):
     """An image compressed in two parts, concatenated (RFC 1952 members,
-    bzip2/xz streams, zstd frames): decompressed whole, as the tools do."""
+    bzip2/xz streams, zstd frames): decompressed whole, as the tools do.
+    """
     parts = _parts(small_raw, tool, tmp_path)
     path = tmp_path / 'joined'
     path.write_bytes(parts[0] + parts[1])
@@ -105,7 +108,8 @@ def test_padding_is_what_the_tool_accepts(small_raw, tmp_path, tool, name,
     between two: accepted where ``TOOL -t`` passes them (gzip: zeros at
     the end; xz: Stream Padding, a multiple of four zero bytes, .xz File
     Format 2.2; zstd: skippable frames, RFC 8878 3.1.2), else refused as
-    ``trailing_data`` at the offset where the tool stops."""
+    ``trailing_data`` at the offset where the tool stops.
+    """
     first, second = _parts(small_raw, tool, tmp_path)
     if not name.endswith('-between'):
         first += second
@@ -129,7 +133,8 @@ def test_padding_is_what_the_tool_accepts(small_raw, tmp_path, tool, name,
 def test_refused_padding_is_a_warning_when_nonfatal(small_raw, tmp_path,
                                                     tool):
     """With ``trailing_data`` nonfatal, the image before the padding is
-    still inspected (and nothing after the padding)."""
+    still inspected (and nothing after the padding).
+    """
     data = open(containergen.compress(small_raw, tool,
                                       str(tmp_path / 'c')), 'rb').read()
     path = tmp_path / 'padded'

@@ -12,7 +12,8 @@
 
 
 """The streaming tar reader on archives written by GNU tar and Python's
-tarfile, in every format they write, and on hostile ones."""
+tarfile, in every format they write, and on hostile ones.
+"""
 
 import hashlib
 import io
@@ -121,7 +122,8 @@ def test_python_tarfile_formats(tree, tmp_path, fmt):
 @pytest.mark.parametrize('fmt', [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_members_of_8_gib_and_more(fmt):
     """GNU base-256 and pax ``size`` records: the header is read right
-    (10 GiB), and an archive that ends early is truncated."""
+    (10 GiB), and an archive that ends early is truncated.
+    """
     info = tarfile.TarInfo('huge.raw')
     info.size = 10 << 30
     data = info.tobuf(fmt) + bytes(4096)
@@ -257,7 +259,8 @@ def test_pax_path_overrides_and_global_headers():
 
 def test_duplicates_are_announced_both(tree, tmp_path):
     """GNU tar writes a file named twice as a hard link (unsafe); tarfile
-    writes it twice; the parser announces both, the OVA layer refuses."""
+    writes it twice; the parser announces both, the OVA layer refuses.
+    """
     src, _files = tree
     path = containergen.tar(tmp_path / 'd.tar', src, ['small.txt',
                                                       'small.txt'])

@@ -12,7 +12,8 @@
 
 
 """ISO, MBR and GPT: content signatures of raw disks (qemu reads them as
-raw), and how they combine with image formats."""
+raw), and how they combine with image formats.
+"""
 
 import subprocess
 

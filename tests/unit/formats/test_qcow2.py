@@ -13,7 +13,6 @@
 """qcow2: real images from qemu-img, and hostile ones made from them."""
 
 import functools
-import os
 import random
 import struct
 
@@ -153,17 +152,6 @@ def test_data_file_refused(tmp, opts):
     assert data in _check_hostile(path).failures['data_file']
 
 
-@pytest.mark.parametrize('name,check', (
-    ('unsafe-qcow2-backing.qcow2', 'backing_file'),
-    ('unsafe-qcow2-datafile.qcow2', 'data_file'),
-))
-def test_corpus_unsafe(name, check):
-    path = os.path.join('/tmp/corpus', name)
-    if not os.path.exists(path):
-        pytest.skip('no corpus at /tmp/corpus')
-    helpers.assert_refused(path, 'qcow2', check)
-
-
 # (base image, edits, the check that must fail or None when qemu opens it)
 HOSTILE = {
     'version1': ('v3', [(4, '>I', 1)], 'version'),
@@ -298,7 +286,8 @@ def test_garbage(tmp, seed):
 
 def test_extensions_beyond_first_window(tmp, base_images):
     """A data file name 100 kB into a 2 MiB header cluster is found in
-    every streaming chunk size, after an unknown extension skipped."""
+    every streaming chunk size, after an unknown extension skipped.
+    """
     edits = [(112, '>I', 0x12345678), (116, '>I', 100000),
              (100120, '>I', 0x44415441), (100124, '>I', 8),
              (100128, None, b'evil.raw'), (100136, '>Q', 0)]

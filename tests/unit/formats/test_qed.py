@@ -17,7 +17,6 @@ allows it; the default policy refuses it (``unsupported_format``).
 """
 
 import functools
-import os
 import random
 import subprocess
 
@@ -115,13 +114,6 @@ def test_backing_file_refused(tmp, backing_fmt):
     helpers.assert_refused(path, 'qed', 'backing_file')
 
 
-def test_corpus_unsafe():
-    path = '/tmp/corpus/unsafe-qed-backing.qed'
-    if not os.path.exists(path):
-        pytest.skip('no corpus at /tmp/corpus')
-    _check_hostile(path, 'backing_file')
-
-
 # edits of a 1 GiB image with 64 KiB clusters, 4-cluster tables, its L1
 # table at 64 KiB, 5 clusters long; the check that must fail or None.
 HOSTILE = {
@@ -185,7 +177,8 @@ def test_backing_name_after_first_request(tmp, plain):
                                     300000, 327679))
 def test_truncated(tmp, plain, length):
     """qemu rounds the length up to 512 bytes, then down to a cluster: the
-    L1 table's last cluster must start before that."""
+    L1 table's last cluster must start before that.
+    """
     path = _mutate(plain, tmp / ('truncated-%d' % length), [], length)
     result = _check_hostile(path)
     assert result.safe == (length > 4 * 65536 + 65536 - 512)

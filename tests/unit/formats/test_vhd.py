@@ -12,7 +12,8 @@
 
 
 """VHD (qemu's vpc driver): sizes as qemu-img 7.2 reports them, and the
-footer and dynamic header checks of vpc_open()."""
+footer and dynamic header checks of vpc_open().
+"""
 
 import functools
 import os
@@ -69,7 +70,8 @@ def copy(src, tmp_path, name):
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
     """A dynamic 1 GiB + 512 image (CHS size), a 2000 GiB one (maximum
-    geometry) and a small fixed one."""
+    geometry) and a small fixed one.
+    """
     tmp = tmp_path_factory.mktemp('vhd')
     return {
         'dynamic': helpers.create(tmp / 'd.vhd', 'vhd', GIB + 512),
@@ -328,7 +330,8 @@ def test_garbage_after_the_cookie(tmp_path):
 def test_random_footer_mutations(tmp_path, images):
     """Random footer bytes (with a valid checksum): never an exception,
     and a safe verdict always agrees with qemu.  (The dynamic header's
-    table fields are left alone; tests/hardening mutates those.)"""
+    table fields are left alone; tests/hardening mutates those.)
+    """
     rnd = random.Random(20240611)
     for i in range(25):
         path = copy(images['dynamic'], tmp_path, 'm%d.vhd' % i)

@@ -12,7 +12,8 @@
 
 
 """VHDX: sizes as qemu-img 7.2 reports them, and the header, log, region
-table and metadata checks of vhdx_open()."""
+table and metadata checks of vhdx_open().
+"""
 
 import functools
 import os
@@ -349,7 +350,8 @@ def test_random_mutations(tmp_path, base):
     """Random bytes in the headers, the metadata table and its items
     (with valid CRCs): never an exception, and a safe verdict agrees
     with qemu.  (The BAT region is left alone: qemu's BAT entry checks
-    are not ported.)"""
+    are not ported.)
+    """
     rnd = random.Random(4242)
     targets = [(H1, 80), (H2, 80), (RT, 16), (MD, 32 * 6),
                (ITEMS, 36)]

@@ -70,7 +70,8 @@ def _with_footer(path, footer_fields=None, header_fields=None,
                  marker=vmdk.MARKER_FOOTER, eos=vmdk.MARKER_END_OF_STREAM):
     """Make a streamOptimized image read its header from a footer, as
     VMware writes them: header gdOffset GD_AT_END, then footer marker,
-    footer and end-of-stream marker at the end."""
+    footer and end-of-stream marker at the end.
+    """
     footer = _header(path)._replace(**(footer_fields or {}))
     _patch(path, gdOffset=vmdk.GD_AT_END, **(header_fields or {}))
     with open(path, 'ab') as f:
