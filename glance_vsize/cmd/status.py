@@ -24,8 +24,8 @@ the file, the section and the edit to make.
 import os
 import sys
 import textwrap
-import warnings
 from typing import Any
+import warnings
 
 from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
@@ -75,7 +75,7 @@ class _LoadError(Exception):
         self.error = error
 
 
-def _load_pipelines(loadwsgi, path: str, name: str,
+def _load_pipelines(loadwsgi: Any, path: str, name: str,
                     flavor: str) -> list[str]:
     section = 'app %s' % name
     loaded = []
@@ -129,7 +129,7 @@ class Checks(upgradecheck.UpgradeCommands):
             self._glance = wiring.GlanceConfig(config_dir)
         return self._glance
 
-    def _result(self, check, *args: Any) -> upgradecheck.Result:
+    def _result(self, check: Any, *args: Any) -> upgradecheck.Result:
         try:
             findings = check(self.glance, *args)
         except wiring.WiringError as exc:
