@@ -39,11 +39,14 @@ Python's zipfile (Glance's ``image_decompression``) obey: the image
 inspected would not be the image extracted.
 """
 
+from collections.abc import Sequence
 import logging
+from typing import cast
 
 from glance_vsize.containers import base
 from glance_vsize.containers import decoders
 from glance_vsize.containers import zstd
+from glance_vsize import inspection
 from glance_vsize import push
 
 LOG = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ REFUSED = {b'PK\x03\x04': 'a zip archive', b'PK\x05\x06': 'a zip archive',
 MAGIC_SIZE = max(len(cls.magic) for cls in DECODERS)
 
 
-def recognise(head):
+def recognise(head: bytes) -> type[decoders.Decoder] | None:
     """The decoder class for data starting with ``head``, or ``None``."""
     for cls in DECODERS:
         if head.startswith(cls.magic):
@@ -91,18 +94,25 @@ class CompressedInspector(base.ContainerInspector):
             'decompression bomb)',
     }
 
-    def __init__(self, disk_format=None, policy=None, only=None):
+    def __init__(self, disk_format: str | None = None,
+                 policy: inspection.Policy | None = None,
+                 only: Sequence[str] | None = None) -> None:
         super().__init__(disk_format, policy)
         self.inner = push.StreamInspector(disk_format, self.policy)
         self.only = only
-        self.decoder = None
+        self.decoder: decoders.Decoder | None = None
         self._head = b''
 
     @property
-    def expanded(self):
+    def expanded(self) -> int:
         return self.inner.position
 
-    def _feed(self, chunk):
+    @property
+    def _running(self) -> decoders.Decoder:
+        """The decoder, once the data was recognised."""
+        return cast(decoders.Decoder, self.decoder)
+
+    def _feed(self, chunk: push.Chunk) -> None:
         if self.decoder is None:
             need = MAGIC_SIZE - len(self._head)
             self._head += bytes(chunk[:need])
@@ -112,7 +122,7 @@ class CompressedInspector(base.ContainerInspector):
             chunk = self._head + bytes(chunk[need:])
         self._decode(chunk)
 
-    def _start(self):
+    def _start(self) -> None:
         head = self._head
         cls = recognise(head)
         if cls is None:
@@ -128,37 +138,38 @@ class CompressedInspector(base.ContainerInspector):
         self.details['compression'] = cls.name
         self.decoder = cls()
 
-    def _decode(self, data):
-        decoder = self.decoder
+    def _decode(self, data: push.Chunk) -> None:
+        decoder = self._running
         for piece in decoder.decode(data):
             self._expand(piece)
             if self._stopped:
                 return
         self._check_trailing()
 
-    def _check_trailing(self):
+    def _check_trailing(self) -> None:
         """Refuse what follows the compressed data (or padding that the
         tool refuses), as the decoder found it.
         """
-        if self.decoder.trailing is not None:
-            self.fail('trailing_data', self.decoder.trailing_reason)
+        if self._running.trailing is not None:
+            self.fail('trailing_data',
+                      cast(str, self._running.trailing_reason))
 
-    def _expand(self, piece):
+    def _expand(self, piece: bytes) -> None:
         """Check the caps, then inspect ``piece``."""
         policy = self.policy
         expanded = self.inner.position + len(piece)
-        consumed = max(self.decoder.offset, 1)
+        consumed = max(self._running.offset, 1)
         if policy.max_expanded_size and expanded > policy.max_expanded_size:
             self.fail('expanded_size', 'the %s data expands to more than '
                       '%d bytes (max_expanded_size) by its byte %d'
-                      % (self.decoder.name, policy.max_expanded_size,
+                      % (self._running.name, policy.max_expanded_size,
                          consumed))
         elif policy.max_compression_ratio and \
                 expanded > policy.ratio_exempt_size and \
                 expanded > policy.max_compression_ratio * consumed:
             self.fail('compression_ratio', '%d bytes of %s data expand to '
                       '%d bytes, more than %d:1 (max_compression_ratio)'
-                      % (consumed, self.decoder.name, expanded,
+                      % (consumed, self._running.name, expanded,
                          policy.max_compression_ratio))
         if self._stopped:
             return
@@ -166,7 +177,7 @@ class CompressedInspector(base.ContainerInspector):
         if self.inner.refusal is not None:
             self.stop()
 
-    def _finish(self):
+    def _finish(self) -> None:
         if self._stopped:
             return
         try:
@@ -177,14 +188,14 @@ class CompressedInspector(base.ContainerInspector):
                 self._start()
                 self._decode(self._head)
             if not self._stopped:
-                self.decoder.finish()
+                self._running.finish()
                 self._check_trailing()
         finally:
             if not self._stopped:
                 self.inner.finish()
                 self.details['expanded_size'] = self.inner.position
 
-    def _verdict(self, final):
+    def _verdict(self, final: bool) -> inspection.Inspection:
         inner = self.inner.result or self.inner.refusal
         name = self.decoder.name if self.decoder else 'compressed'
         return self.build(inner, 'in the %s data' % name, final)

@@ -52,11 +52,14 @@ zstd (RFC 8878) is in :mod:`glance_vsize.containers.zstd`.
 """
 
 import bz2
+from collections.abc import Iterator
 import lzma
+from typing import Any
 from typing import ClassVar
 import zlib
 
 from glance_vsize.containers import base
+from glance_vsize import push
 
 #: The most bytes one decompression step produces.
 PIECE = 256 << 10
@@ -77,30 +80,32 @@ class Decoder:
     #: Whether zero bytes may follow a member (see :meth:`_padding`).
     zero_padding = True
 
-    def __init__(self):
-        self._obj = None        # the current member's decompressor
+    def __init__(self) -> None:
+        #: The current member's decompressor (zlib, bz2, lzma, zstandard).
+        self._obj: Any = None
         self._more = False      # it may hold output without new input
         self._gap = b''         # bytes between members, up to len(magic)
         self.offset = 0         # compressed bytes consumed
         self.members = 0        # members completed
-        self.trailing = None    # offset of bytes after the last member
-        self.trailing_reason = None
+        #: The offset of bytes after the last member.
+        self.trailing: int | None = None
+        self.trailing_reason: str | None = None
         self._zeros = 0         # zero bytes since the last member ended
         self._pad_offset = 0    # where they start
         self._member_offset = 0
 
-    def _new(self):
+    def _new(self) -> Any:
         raise NotImplementedError()
 
-    def _step(self, data):
+    def _step(self, data: bytes) -> tuple[bytes, bytes, bool]:
         """Decompress up to PIECE bytes from ``data``; returns
         ``(output, unconsumed input, may hold more output)``.
         """
         raise NotImplementedError()
 
-    def decode(self, data):
-        """Generator: feed ``data``; yield decompressed pieces."""
-        data = bytes(data)
+    def decode(self, chunk: push.Chunk) -> Iterator[bytes]:
+        """Generator: feed ``chunk``; yield decompressed pieces."""
+        data = bytes(chunk)
         while (data or self._more) and self.trailing is None:
             if self._obj is None:
                 data = self._between(data)
@@ -128,7 +133,7 @@ class Decoder:
             if out:
                 yield out
 
-    def _between(self, data):
+    def _between(self, data: bytes) -> bytes:
         """Count zero bytes after a member; return the data from the next
         member's magic on.  Padding the tool refuses (:meth:`_padding`),
         or anything else, sets :attr:`trailing` and ends the decoding:
@@ -162,21 +167,21 @@ class Decoder:
             return b''
         return stripped
 
-    def _padding(self, end):
+    def _padding(self, end: bool) -> str | None:
         """``None`` if the tool accepts :attr:`_zeros` zero bytes after a
         member, followed by the end of the data (``end``) or by more;
         else why not.
         """
         raise NotImplementedError()
 
-    def _trail(self, offset, reason=None):
+    def _trail(self, offset: int, reason: str | None = None) -> None:
         """Refuse what follows the last member, from ``offset`` on."""
         self.trailing = offset
         self.trailing_reason = reason or (
             'bytes that are not %s data at offset %d, after the end of the '
             '%s stream' % (self.name, offset, self.name))
 
-    def finish(self):
+    def finish(self) -> None:
         """The data has ended: raise ``truncated`` if a member was cut;
         set :attr:`trailing` if the padding at the end is refused.
         """
@@ -201,18 +206,18 @@ class GzipDecoder(Decoder):
     name = 'gzip'
     magic = b'\x1f\x8b\x08'
 
-    def _padding(self, end):
+    def _padding(self, end: bool) -> str | None:
         if end:
             return None
         return ('%d zero bytes at offset %d, after the end of a gzip member, '
                 'are followed by more data at offset %d, which gzip ignores'
                 % (self._zeros, self._pad_offset, self.offset))
 
-    def _new(self):
+    def _new(self) -> Any:
         return zlib.decompressobj(16 + zlib.MAX_WBITS)   # gzip wrapper
 
-    def _step(self, data):
-        out = self._obj.decompress(data, PIECE)
+    def _step(self, data: bytes) -> tuple[bytes, bytes, bool]:
+        out: bytes = self._obj.decompress(data, PIECE)
         if self._obj.eof:       # the rest is in unused_data
             return out, b'', False
         return out, self._obj.unconsumed_tail, len(out) == PIECE
@@ -221,8 +226,8 @@ class GzipDecoder(Decoder):
 class _BufferingDecoder(Decoder):
     """bz2 and lzma keep unconsumed input inside the decompressor."""
 
-    def _step(self, data):
-        out = self._obj.decompress(data, PIECE)
+    def _step(self, data: bytes) -> tuple[bytes, bytes, bool]:
+        out: bytes = self._obj.decompress(data, PIECE)
         return out, b'', not self._obj.eof and not self._obj.needs_input
 
 
@@ -232,10 +237,10 @@ class Bzip2Decoder(_BufferingDecoder):
 
     zero_padding = False
 
-    def _new(self):
+    def _new(self) -> Any:
         return bz2.BZ2Decompressor()
 
-    def _padding(self, end):
+    def _padding(self, end: bool) -> str | None:
         return ('zero bytes at offset %d, after the end of the bzip2 '
                 'stream: bzip2 has no padding and ignores them (and what '
                 'follows) as trailing garbage' % self._pad_offset)
@@ -245,10 +250,10 @@ class XzDecoder(_BufferingDecoder):
     name = 'xz'
     magic = b'\xfd7zXZ\x00'
 
-    def _new(self):
+    def _new(self) -> Any:
         return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
 
-    def _padding(self, end):
+    def _padding(self, end: bool) -> str | None:
         """The .xz File Format 1.2.1, 2.2: "the size of Stream Padding
         MUST be a multiple of four bytes".
         """

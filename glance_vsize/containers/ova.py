@@ -42,6 +42,7 @@ from glance_vsize.containers import base
 from glance_vsize.containers import compressed
 from glance_vsize.containers import ovf
 from glance_vsize.containers import tar
+from glance_vsize import inspection
 from glance_vsize import push
 
 LOG = logging.getLogger(__name__)
@@ -60,31 +61,32 @@ MAX_MEMBERS = 1000
 
 
 class _DescriptorSink:
-    def __init__(self, ova):
+    def __init__(self, ova: 'OvaInspector') -> None:
         self.ova = ova
         self.data = bytearray()
 
-    def feed(self, piece):
+    def feed(self, piece: memoryview) -> None:
         if len(self.data) + len(piece) > ovf.MAX_DESCRIPTOR:
             raise base.ContainerError(
                 'ova_descriptor', 'the OVF descriptor is more than %d bytes'
                 % ovf.MAX_DESCRIPTOR)
         self.data += piece
 
-    def end(self):
+    def end(self) -> None:
         self.ova.descriptor_read(bytes(self.data))
 
 
 class _MemberSink:
-    def __init__(self, ova, name, inspector):
+    def __init__(self, ova: 'OvaInspector', name: str,
+                 inspector: push.PushInspector) -> None:
         self.ova, self.name, self.inspector = ova, name, inspector
 
-    def feed(self, piece):
+    def feed(self, piece: memoryview) -> None:
         self.inspector.feed(piece)
         if self.inspector.refusal is not None:
             self.ova.member_done(self.name, self.inspector.refusal)
 
-    def end(self):
+    def end(self) -> None:
         self.ova.member_done(self.name, self.inspector.finish())
 
 
@@ -120,25 +122,29 @@ class OvaInspector(base.ContainerInspector):
             'a compressed member expands by more than max_compression_ratio',
     }
 
-    def __init__(self, disk_format=None, policy=None):
+    def __init__(self, disk_format: str | None = None,
+                 policy: inspection.Policy | None = None) -> None:
         super().__init__(disk_format, policy)
         self.tar = tar.TarParser(self._on_member)
-        self.names = set()          # every member, files and directories
-        self.inspected = []         # inspected file members, in order
-        self.results = {}           # inspected member -> Inspection
-        self.descriptor = None
-        self.descriptor_name = None
+        #: Every member, files and directories.
+        self.names: set[str] = set()
+        #: The inspected file members, in order.
+        self.inspected: list[str] = []
+        #: Inspected member -> its Inspection.
+        self.results: dict[str, inspection.Inspection] = {}
+        self.descriptor: ovf.Descriptor | None = None
+        self.descriptor_name: str | None = None
 
-    def _feed(self, chunk):
+    def _feed(self, chunk: push.Chunk) -> None:
         self.tar.feed(chunk)
 
-    def _finish(self):
+    def _finish(self) -> None:
         if not self._stopped:
             self.tar.finish()
 
     # Members -------------------------------------------------------------
 
-    def _on_member(self, member):
+    def _on_member(self, member: tar.Member) -> tar.Sink | None:
         name = member.name
         if len(self.names) >= MAX_MEMBERS:
             raise base.ContainerError(
@@ -172,25 +178,26 @@ class OvaInspector(base.ContainerInspector):
                           'DSP0243 defines only gzip' % (ref.id,
                                                          ref.compression))
                 return None
-            inspector = compressed.CompressedInspector(
+            inspector: push.PushInspector = compressed.CompressedInspector(
                 None, self.policy, only=('gzip',))
         else:
             inspector = push.StreamInspector(None, self.policy)
         self.inspected.append(name)
         return _MemberSink(self, name, inspector)
 
-    def _reference(self, name):
+    def _reference(self, name: str) -> ovf.File | None:
         if self.descriptor is None:
             return None
         return next((f for f in self.descriptor.files.values()
                      if f.member == name), None)
 
-    def member_done(self, name, result):
+    def member_done(self, name: str,
+                    result: inspection.Inspection) -> None:
         self.results[name] = result
         if result.failures:
             self.stop()
 
-    def descriptor_read(self, data):
+    def descriptor_read(self, data: bytes) -> None:
         try:
             self.descriptor = ovf.parse(data)
         except base.ContainerError as exc:
@@ -208,16 +215,19 @@ class OvaInspector(base.ContainerInspector):
 
     # Verdict -------------------------------------------------------------
 
-    def _choose(self, final):
+    def _choose(self, final: bool) -> tuple[
+            str | None, ovf.Disk | None, list[str], dict[str, str]]:
         """``(boot disk member, Disk or None, other disks, failures)``."""
-        failures = {}
-        boot = disk = None
-        others = []
+        failures: dict[str, str] = {}
+        boot: str | None = None
+        disk: ovf.Disk | None = None
+        others: list[str] = []
         desc = self.descriptor
         if desc is not None:
-            disks = [d for d in desc.disks if d.file_ref in desc.files]
-            names = [desc.files[d.file_ref].member or
-                     desc.files[d.file_ref].href for d in disks]
+            pairs = [(d, desc.files[d.file_ref]) for d in desc.disks
+                     if d.file_ref is not None and d.file_ref in desc.files]
+            disks = [d for d, _ref in pairs]
+            names = [ref.member or ref.href for _disk, ref in pairs]
             if disks:
                 disk, boot, others = disks[0], names[0], names[1:]
             if final:
@@ -239,9 +249,9 @@ class OvaInspector(base.ContainerInspector):
                 % ', *'.join(DISK_EXTENSIONS))
         return boot, disk, others, failures
 
-    def _verdict(self, final):
+    def _verdict(self, final: bool) -> inspection.Inspection:
         boot, disk, others, failures = self._choose(final)
-        inner = self.results.get(boot)
+        inner = self.results.get(boot) if boot is not None else None
         where = 'member %r' % boot
         result = self.build(inner, where, final, failures)
         for name in self.inspected:

@@ -37,9 +37,10 @@ at most :data:`MAX_DESCRIPTOR` bytes.  What the parser accepts is built
 into a :mod:`xml.etree.ElementTree` tree.
 """
 
-import collections
 import posixpath
 import re
+from typing import Any
+from typing import NamedTuple
 import urllib.parse
 from xml.etree import ElementTree
 from xml.parsers import expat
@@ -49,13 +50,32 @@ from glance_vsize.containers import base
 #: The largest descriptor read (VMware and VirtualBox write a few KiB).
 MAX_DESCRIPTOR = 1 << 20
 
-File = collections.namedtuple('File', 'id href member compression chunked')
+
+class File(NamedTuple):
+    id: str
+    href: str
+    member: str | None
+    compression: str | None
+    chunked: bool
+
+
 File.__doc__ = ('A ``References/File``: ``member`` is the archive member '
                 'its ``href`` names (``None`` when it names none).')
 
-Disk = collections.namedtuple('Disk', 'disk_id file_ref capacity format')
 
-Descriptor = collections.namedtuple('Descriptor', 'files disks problems')
+class Disk(NamedTuple):
+    disk_id: str | None
+    file_ref: str | None
+    capacity: int | None
+    format: str | None
+
+
+class Descriptor(NamedTuple):
+    files: dict[str, File]
+    disks: list[Disk]
+    problems: list[tuple[str, str]]
+
+
 Descriptor.__doc__ = ('``files``: ``ovf:id`` -> :class:`File`, in document '
                       'order; ``disks``: :class:`Disk` list in document '
                       'order; ``problems``: ``(check, reason)`` list.')
@@ -63,29 +83,29 @@ Descriptor.__doc__ = ('``files``: ``ovf:id`` -> :class:`File`, in document '
 _UNITS = re.compile(r'^\s*byte\s*(?:\*\s*(\d+)\s*\^\s*(\d+)\s*)?$')
 
 
-def _local(name):
+def _local(name: str) -> str:
     return name.rsplit('}', 1)[-1]
 
 
-def _attr(elem, name):
+def _attr(elem: ElementTree.Element, name: str) -> str | None:
     for key, value in elem.attrib.items():
         if _local(key) == name:
             return value
     return None
 
 
-def parse_xml(data):
+def parse_xml(data: bytes | bytearray) -> ElementTree.Element:
     """Parse ``data`` with expat into an ElementTree root, refusing DTDs
     and entities.  Raises :class:`~base.ContainerError`.
     """
     builder = ElementTree.TreeBuilder()
     parser = expat.ParserCreate(namespace_separator='}')
 
-    def qname(name):
+    def qname(name: str) -> str:
         return '{' + name if '}' in name else name
 
-    def refuse(what):
-        def handler(*args):
+    def refuse(what: str) -> Any:
+        def handler(*args: Any) -> None:
             raise base.ContainerError(
                 'ova_descriptor', 'the OVF descriptor has %s (line %d); '
                 'DTDs and entities are refused' % (what,
@@ -111,7 +131,7 @@ def parse_xml(data):
             '%s' % exc) from None
 
 
-def member_name(href):
+def member_name(href: str) -> str | None:
     """The archive member an ``ovf:href`` names, or ``None`` when it names
     something outside the package: a URL, an absolute path, a path that
     climbs with ``..``.
@@ -129,7 +149,7 @@ def member_name(href):
     return path
 
 
-def capacity_bytes(capacity, units):
+def capacity_bytes(capacity: str | None, units: str | None) -> int | None:
     """``ovf:capacity`` in bytes, or ``None`` when it is not a plain
     number (it may reference a property) or the unit is not bytes.
     """
@@ -144,7 +164,7 @@ def capacity_bytes(capacity, units):
     return int(capacity) * factor
 
 
-def parse(data):
+def parse(data: bytes | bytearray) -> Descriptor:
     """Parse a descriptor.  Raises :class:`~base.ContainerError`
     ``ova_descriptor`` when it cannot be used at all; reports files it
     names outside the package as ``ova_reference`` problems.
@@ -158,9 +178,9 @@ def parse(data):
         raise base.ContainerError(
             'ova_descriptor', 'the OVF descriptor\'s root element is %s, '
             'not Envelope' % _local(root.tag))
-    files = {}
-    disks = []
-    problems = []
+    files: dict[str, File] = {}
+    disks: list[Disk] = []
+    problems: list[tuple[str, str]] = []
     for elem in root.iter():
         tag = _local(elem.tag)
         if tag == 'File':

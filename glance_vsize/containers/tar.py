@@ -39,10 +39,13 @@ most :data:`MAX_META` bytes).  Member data is handed to the sink that
 ``on_member`` returns, as slices of the chunks fed, never copied here.
 """
 
-import collections
+from collections.abc import Callable
 import posixpath
+from typing import NamedTuple
+from typing import Protocol
 
 from glance_vsize.containers import base
+from glance_vsize import push
 
 BLOCK = 512
 
@@ -61,17 +64,24 @@ _TYPE_NAMES = {b'1': 'hard link', b'2': 'symbolic link',
                b'M': 'GNU multi-volume continuation', b'V': 'volume label',
                b'D': 'GNU dump directory', b'N': 'GNU long-name (old)'}
 
-Member = collections.namedtuple('Member', 'name type size offset')
+
+class Member(NamedTuple):
+    name: str
+    type: str
+    size: int
+    offset: int
+
+
 Member.__doc__ = ('A member: normalised ``name``, ``type`` (``file`` or '
                   '``directory``), data ``size``, and the archive ``offset`` '
                   'of its data.')
 
 
-def _cstring(raw):
+def _cstring(raw: bytes | bytearray) -> str:
     return raw.split(b'\0', 1)[0].decode('utf-8', 'surrogateescape')
 
 
-def number(field, what, offset):
+def number(field: bytes, what: str, offset: int) -> int:
     """A numeric header field: octal digits, or GNU base-256 (first byte
     0x80) for values that do not fit.
     """
@@ -90,7 +100,7 @@ def number(field, what, offset):
             'an octal number' % (what, bytes(field), offset)) from None
 
 
-def checksum_ok(block):
+def checksum_ok(block: bytes) -> bool:
     """POSIX: the unsigned sum of the header bytes with the chksum field
     taken as spaces; historic writers summed signed bytes.
     """
@@ -101,9 +111,9 @@ def checksum_ok(block):
     return stored in (unsigned, signed)
 
 
-def parse_pax(data, offset):
+def parse_pax(data: bytes | bytearray, offset: int) -> dict[str, str]:
     """``"LEN KEY=VALUE\\n"`` records -> dict (an empty value unsets)."""
-    records = {}
+    records: dict[str, str] = {}
     pos = 0
     data = bytes(data)
     while pos < len(data):
@@ -120,14 +130,14 @@ def parse_pax(data, offset):
             raise base.ContainerError(
                 'tar_header', 'malformed pax extended header record at '
                 'offset %d' % (offset + pos))
-        key, _, value = record[:-1].partition(b'=')
-        key = key.decode('utf-8', 'replace')
+        raw_key, _, value = record[:-1].partition(b'=')
+        key = raw_key.decode('utf-8', 'replace')
         records[key] = value.decode('utf-8', 'surrogateescape')
         pos += length
     return records
 
 
-def safe_name(name, offset):
+def safe_name(name: str, offset: int) -> str:
     """Normalise a member name; refuse absolute names and ``..``."""
     if not name or '\0' in name:
         raise base.ContainerError(
@@ -147,6 +157,16 @@ def safe_name(name, offset):
     return norm
 
 
+class Sink(Protocol):
+    """Where a member's data goes, piece by piece."""
+
+    def feed(self, piece: memoryview) -> None:
+        """The next piece of the member's data."""
+
+    def end(self) -> None:
+        """The member's data has ended."""
+
+
 class TarParser:
     """Feed an archive's bytes in order; members are announced as they come.
 
@@ -155,22 +175,25 @@ class TarParser:
         member's data, or ``None`` to skip it.
     """
 
-    def __init__(self, on_member):
+    def __init__(self,
+                 on_member: Callable[[Member], Sink | None]) -> None:
         self.on_member = on_member
         self.offset = 0
         self.ended = False
         self._header = bytearray()
         self._left = 0          # data bytes of the current member to come
         self._pad = 0           # padding bytes after them
-        self._sink = None
-        self._meta = None       # data of a pax / GNU long-name member
-        self._meta_type = None
-        self._member = None
-        self._pax = {}
-        self._global = {}
-        self._long = {}
+        self._sink: Sink | None = None
+        #: Data of a pax / GNU long-name member.
+        self._meta: bytearray | None = None
+        self._meta_type: bytes | None = None
+        self._meta_offset = 0
+        self._member: Member | None = None
+        self._pax: dict[str, str] = {}
+        self._global: dict[str, str] = {}
+        self._long: dict[bytes | None, str] = {}
 
-    def feed(self, data):
+    def feed(self, data: push.Chunk) -> None:
         view = memoryview(data)
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast('B')
@@ -205,7 +228,7 @@ class TarParser:
                 self._header.clear()
                 self._parse(block, self.offset - BLOCK)
 
-    def finish(self):
+    def finish(self) -> None:
         """The archive has ended: raise ``truncated`` if it was cut."""
         if self._left or self._pad or self._header:
             where = ('inside the data of member %r' % self._member.name
@@ -221,7 +244,7 @@ class TarParser:
 
     # Internals -----------------------------------------------------------
 
-    def _trailing(self, view):
+    def _trailing(self, view: memoryview) -> None:
         data = bytes(view)
         rest = data.lstrip(b'\0')
         if rest:
@@ -230,11 +253,11 @@ class TarParser:
                 'end-of-archive marker' % (self.offset + len(data) -
                                            len(rest)))
 
-    def _expect(self, size):
+    def _expect(self, size: int) -> None:
         self._left = size
         self._pad = -size % BLOCK
 
-    def _parse(self, block, offset):
+    def _parse(self, block: bytes, offset: int) -> None:
         if block == ZERO_BLOCK:
             if self._pax or self._long:
                 raise base.ContainerError(
@@ -297,7 +320,7 @@ class TarParser:
         if not size:
             self._member_end()
 
-    def _member_end(self):
+    def _member_end(self) -> None:
         if self._meta is not None:
             meta, kind = self._meta, self._meta_type
             self._meta = self._meta_type = None

@@ -44,8 +44,13 @@ window is limited to :data:`MAX_WINDOW` (libzstd's own default limit,
 which ``zstd -d`` applies too): a frame that needs more is refused.
 """
 
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+
 from glance_vsize.containers import base
 from glance_vsize.containers import decoders
+from glance_vsize import push
 
 try:
     import zstandard
@@ -70,7 +75,7 @@ _MAGIC, _HEADER, _BLOCK_HEADER, _BLOCK, _CHECKSUM, _SKIP_SIZE, _SKIP = \
 _FRAME = (_HEADER, _BLOCK_HEADER, _BLOCK, _CHECKSUM)
 
 
-def _magic_prefix(field):
+def _magic_prefix(field: bytes) -> bool:
     """Whether ``field`` (1-3 bytes) may start a frame or skippable frame:
     if so, data ending there is cut short, else it is trailing data.
     """
@@ -82,7 +87,7 @@ class ZstdDecoder(decoders.Decoder):
     name = 'zstd'
     magic = MAGIC
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         if zstandard is None:
             raise base.ContainerError(
@@ -92,18 +97,23 @@ class ZstdDecoder(decoders.Decoder):
         self._acc = bytearray()  # a header field being gathered
         self._field_offset = 0
         self._header = b''
-        self._segment = []      # frame bytes not yet decompressed
+        #: Frame bytes not yet decompressed.
+        self._segment: list[bytes | memoryview] = []
         self._budget = 0        # the most output they can produce
-        self._frame = None      # the frame's ZstdDecompressionObj
-        self._last = self._checksum = False
+        #: The frame's ZstdDecompressionObj.
+        self._frame: Any = None
+        #: The Last_Block bit of the current block.
+        self._last: int = False
+        self._checksum = False
         self._fcs = 0
-        self.frame_content_size = None
-        self._on = {_MAGIC: self._on_magic, _HEADER: self._on_header,
-                    _BLOCK_HEADER: self._on_block_header,
-                    _CHECKSUM: self._to_magic, _SKIP_SIZE: self._on_skip}
+        self.frame_content_size: int | None = None
+        self._on: dict[int, Callable[[bytes], None]] = {
+            _MAGIC: self._on_magic, _HEADER: self._on_header,
+            _BLOCK_HEADER: self._on_block_header,
+            _CHECKSUM: self._to_magic, _SKIP_SIZE: self._on_skip}
 
-    def decode(self, data):
-        view = memoryview(bytes(data))
+    def decode(self, chunk: push.Chunk) -> Iterator[bytes]:
+        view = memoryview(bytes(chunk))
         pos, end = 0, len(view)
         while pos < end and self.trailing is None:
             state = self._state
@@ -118,7 +128,7 @@ class ZstdDecoder(decoders.Decoder):
         if self._segment:
             yield from self._flush()
 
-    def _flush(self):
+    def _flush(self) -> Iterator[bytes]:
         data = b''.join(self._segment)
         self._segment, self._budget = [], 0
         frame = self._frame
@@ -138,7 +148,7 @@ class ZstdDecoder(decoders.Decoder):
         if out:
             yield out
 
-    def _walk(self, view, pos, end):
+    def _walk(self, view: memoryview, pos: int, end: int) -> int:
         """Consume bytes of the current structure; return how many."""
         state = self._state
         if state in (_BLOCK, _SKIP):
@@ -159,10 +169,10 @@ class ZstdDecoder(decoders.Decoder):
             self._on[state](field)
         return take
 
-    def _to_magic(self, _field=None):
+    def _to_magic(self, _field: bytes | None = None) -> None:
         self._state, self._need = _MAGIC, 4
 
-    def _on_magic(self, field):
+    def _on_magic(self, field: bytes) -> None:
         self._member_offset = self._field_offset
         if field == MAGIC:
             self._frame = zstandard.ZstdDecompressor(
@@ -181,12 +191,12 @@ class ZstdDecoder(decoders.Decoder):
                 '%d' % self._member_offset)
         self._trail_at(self._member_offset, field)
 
-    def _on_skip(self, field):
+    def _on_skip(self, field: bytes) -> None:
         self._state, self._need = _SKIP, int.from_bytes(field, 'little')
         if not self._need:
             self._to_magic()
 
-    def _on_header(self, field):
+    def _on_header(self, field: bytes) -> None:
         """Frame_Header_Descriptor first, then the fields it announces."""
         self._header += field
         if len(self._header) == 1:
@@ -207,7 +217,7 @@ class ZstdDecoder(decoders.Decoder):
             self.frame_content_size = size + (256 if self._fcs == 2 else 0)
         self._state, self._need = _BLOCK_HEADER, 3
 
-    def _on_block_header(self, field):
+    def _on_block_header(self, field: bytes) -> None:
         header = int.from_bytes(field, 'little')
         self._last = header & 1
         kind, size = (header >> 1) & 3, header >> 3
@@ -220,7 +230,7 @@ class ZstdDecoder(decoders.Decoder):
         if not self._need:
             self._next_block()
 
-    def _next_block(self):
+    def _next_block(self) -> None:
         if not self._last:
             self._state, self._need = _BLOCK_HEADER, 3
         elif self._checksum:
@@ -228,7 +238,7 @@ class ZstdDecoder(decoders.Decoder):
         else:
             self._to_magic()
 
-    def _trail_at(self, offset, field):
+    def _trail_at(self, offset: int, field: bytes) -> None:
         """``field``, at ``offset`` after a frame, starts no frame."""
         if field.strip(b'\0'):
             self._trail(offset)
@@ -237,7 +247,7 @@ class ZstdDecoder(decoders.Decoder):
                         'a frame: zstd has no padding, only skippable frames '
                         '(RFC 8878 3.1.2)' % offset)
 
-    def finish(self):
+    def finish(self) -> None:
         if self.trailing is not None:
             return
         acc = bytes(self._acc)
