@@ -13,11 +13,14 @@
 """Across every suite: each check an inspection reports is declared.
 
 Every verdict the engine builds in this process (:func:`engine.decide`
-and the container layers' ``build``) is recorded while the tests run; at
-the end of the session a check name that no inspector, container or the
-engine declares (see :mod:`glance_vsize.checks`) fails the run, naming
-the test that met it.  So the images of every suite, hostile ones
-included, back the static proof of tests/unit/test_checks.py.
+and the container layers' ``build``) is recorded while the tests run:
+each check a probe of one of the package's inspectors failed must be in
+that inspector's ``CHECKS`` (or the engine's), each check of a container
+layer in the layer's, and each check of the verdict must be declared
+somewhere, or come from a test's own stand-in inspector.  At the end of
+the session an undeclared check fails the run, naming the test that met
+it.  So the images of every suite, hostile ones included, back the
+static proof of tests/unit/test_checks.py.
 """
 
 import sys
@@ -28,25 +31,47 @@ from glance_vsize import checks
 from glance_vsize.containers import base as containers_base
 from glance_vsize import engine
 
-#: check name -> the first test whose inspection reported it.
-SEEN: dict[str, str] = {}
+#: (check name, who reported it) -> the first test that met it.
+UNDECLARED: dict[tuple[str, str], str] = {}
 _current = ['(collection)']
 
 
-def _record(result):
-    for name in (*result.failures, *result.warnings):
-        SEEN.setdefault(name, _current[0])
-    return result
+def _ours(obj):
+    return type(obj).__module__.startswith('glance_vsize.')
+
+
+def _expect(names, declared, who):
+    for name in names:
+        if name not in declared and name not in checks.ENGINE_CHECKS:
+            UNDECLARED.setdefault((name, who), _current[0])
+
+
+def _record_decide(probes, result):
+    known = set(checks.names())
+    for probe in probes:
+        if _ours(probe.inspector):
+            _expect(probe.failures, probe.inspector.CHECKS, probe.name)
+        else:
+            known |= set(probe.failures)
+    _expect((*result.failures, *result.warnings), known, 'the verdict')
 
 
 def pytest_configure(config):
     decide, build = engine.decide, containers_base.ContainerInspector.build
 
-    def recording_decide(*args, **kwargs):
-        return _record(decide(*args, **kwargs))
+    def recording_decide(probes, *args, **kwargs):
+        result = decide(probes, *args, **kwargs)
+        _record_decide(probes, result)
+        return result
 
-    def recording_build(self, *args, **kwargs):
-        return _record(build(self, *args, **kwargs))
+    def recording_build(self, inner, where, final, extra=None):
+        result = build(self, inner, where, final, extra)
+        if _ours(self):
+            _expect((*self.failures, *(extra or {})), self.CHECKS,
+                    self.name)
+            _expect((*result.failures, *result.warnings), checks.names(),
+                    'the %s verdict' % self.name)
+        return result
 
     engine.decide = recording_decide
     containers_base.ContainerInspector.build = recording_build
@@ -59,8 +84,8 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    undeclared = sorted(set(SEEN) - set(checks.names()))
-    if undeclared:
+    if UNDECLARED:
         sys.stderr.write('\nUndeclared check names reported: %s\n' % ', '.join(
-            '%s (first in %s)' % (name, SEEN[name]) for name in undeclared))
+            '%s by %s (first in %s)' % (name, who, test)
+            for (name, who), test in sorted(UNDECLARED.items())))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
