@@ -315,6 +315,15 @@ class FormatInspector:
     #: built-in ones take 10 to 92): when two image formats match, the
     #: first is the one reported, beside the ``multiple_formats`` failure.
     order: ClassVar[int] = 100
+    #: Declared ``raw``, the image is inspected as raw, with the warning
+    #: :meth:`raw_warning` gives (a LUKS volume): see
+    #: :func:`glance_vsize.engine.raw_view`.
+    raw_when_declared: ClassVar[bool] = False
+
+    @staticmethod
+    def raw_warning(probe: Probe) -> str:
+        """The warning of an image of this format accepted as raw."""
+        raise NotImplementedError()
 
     def inspect(self, probe: Probe,
                 policy: 'inspection.Policy') -> Reads[None]:

@@ -158,6 +158,9 @@ class LuksInspector(base.FormatInspector):
 
     #: The checks this inspector can fail, and what each means.
     CHECKS = {
+        'luks':
+            'a warning only: a LUKS volume declared raw is accepted as raw, '
+            'and this names its header',
         'truncated':
             'the image ends inside the LUKS header or before the payload',
         'version': 'a LUKS version qemu does not read',

@@ -66,7 +66,8 @@ def _cryptsetup(path, kind, size):
 
 def payload_offset(path):
     """Where the encrypted payload starts, in bytes, by ``cryptsetup
-    luksDump`` when it is installed, else by the LUKS1 header."""
+    luksDump`` when it is installed, else by the LUKS1 header.
+    """
     if shutil.which('cryptsetup'):
         dump = subprocess.run(['cryptsetup', 'luksDump', path], check=True,
                               capture_output=True, text=True).stdout
@@ -113,7 +114,8 @@ VOLUMES = ['qemu-luks1', 'qemu-odd-luks1',
 
 def assert_raw_luks(result, path, version, where):
     """``result`` is the raw verdict qemu's raw driver agrees with, and
-    warns of the LUKS header."""
+    warns of the LUKS header.
+    """
     info = helpers.qemu_info(path, 'raw')
     assert result.failures == {}, '%s: %s' % (where, result.describe())
     assert result.safe, where
