@@ -93,7 +93,8 @@ def stream(path, disk_format=None, chunk_size=65536, policy=None,
 
 def ranged(path, disk_format=None, policy=None, container_format=None):
     """Inspect ``path`` by ranged reads (:mod:`glance_vsize.ranged`);
-    returns the :class:`~glance_vsize.ranged.RangedInspection`."""
+    returns the :class:`~glance_vsize.ranged.RangedInspection`.
+    """
     with open(path, 'rb') as f:
         fd = f.fileno()
         return glance_ranged.inspect_image(
@@ -105,7 +106,8 @@ def ranged(path, disk_format=None, policy=None, container_format=None):
 
 def all_modes(path, disk_format=None, policy=None, container_format=None):
     """Yield ``(mode, Inspection)``: seekable, ranged, then every chunk
-    size."""
+    size.
+    """
     yield 'seekable', glance_vsize.inspect_file(
         str(path), disk_format, policy, container_format=container_format)
     yield 'ranged', ranged(path, disk_format, policy,

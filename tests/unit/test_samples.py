@@ -16,7 +16,8 @@ ships: each applies with ``patch`` to the wheel's own file, and the result
 loads with paste.deploy (the paste file) and oslo.config (glance-api.conf).
 
 The loading runs in a child Python so that Glance's global configuration
-stays out of the other tests."""
+stays out of the other tests.
+"""
 
 import json
 import os
@@ -141,7 +142,8 @@ _LOAD_CONF = '''
 
 def test_glance_api_conf_needs_no_edit(tmp_path):
     """glance_vsize needs Glance's own defaults in glance-api.conf: its
-    format check on, no notification driver of glance_vsize's."""
+    format check on, no notification driver of glance_vsize's.
+    """
     assert not os.path.exists(os.path.join(REPO, 'etc',
                                            'glance-api.conf.patch'))
     got = _child(_LOAD_CONF, _wheel_file('glance-api.conf'))
@@ -152,7 +154,8 @@ def test_glance_api_conf_needs_no_edit(tmp_path):
 def test_patches_touch_nothing_else(tmp_path):
     """Every hunk of the patches is one of glance_vsize's edits: the
     result differs from the wheel's file only in lines naming vsize or
-    commenting on them."""
+    commenting on them.
+    """
     for name in ('glance-api-paste.ini',):
         with open(_wheel_file(name)) as f:
             before = f.read().splitlines()

@@ -121,7 +121,8 @@ def prepare(bin_dir: str, cache_dir: str, version: str, kdir: str,
             logdir: str, debug: bool) -> Optional[str]:
     """Keystone's state in ``kdir``, copied from the template when there
     is none, else kept.  Returns the template's admin password until
-    :func:`admin_password_set` (the first start replaces it), else None."""
+    :func:`admin_password_set` (the first start replaces it), else None.
+    """
     os.makedirs(kdir, exist_ok=True)
     pending = os.path.join(kdir, 'template-admin-password')
     db = os.path.join(kdir, 'keystone.sqlite')

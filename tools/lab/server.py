@@ -11,7 +11,8 @@
 #    under the License.
 
 """gunicorn processes: start one on 127.0.0.1, wait until it answers,
-stop it."""
+stop it.
+"""
 
 import os
 import signal
@@ -49,7 +50,8 @@ def gunicorn(bin_dir: str, app: str, port: int, error_log: str,
     --no-control-socket: gunicorn 27 otherwise puts every instance's
     control socket at one path (~/.gunicorn/gunicorn.ctl), shared by every
     Glance and Keystone on the machine.  gthread workers: Glance runs an
-    import task in a thread pool of the worker that received the call."""
+    import task in a thread pool of the worker that received the call.
+    """
     cmd = [os.path.join(bin_dir, 'gunicorn'),
            '--bind', '127.0.0.1:%d' % port, '--workers', str(workers),
            '--worker-class', 'gthread', '--threads', '4',
@@ -62,7 +64,8 @@ def gunicorn(bin_dir: str, app: str, port: int, error_log: str,
 def wait_ready(proc: subprocess.Popen, port: int, what: str,
                timeout: float, logs=()) -> float:
     """Seconds until ``proc`` answers on ``port``; raises if it exits or
-    does not answer within ``timeout``, showing the end of ``logs``."""
+    does not answer within ``timeout``, showing the end of ``logs``.
+    """
     t0 = time.monotonic()
     while not answers(port):
         if proc.poll() is not None or time.monotonic() - t0 > timeout:

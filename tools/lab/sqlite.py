@@ -86,7 +86,8 @@ def locked(path: str):
 def cached(cache_dir: str, name: str,
            build: Callable[[str], None]) -> str:
     """The directory ``cache_dir/name``, made once by ``build(tmpdir)``
-    (under a lock, so concurrent labs build it once) and kept."""
+    (under a lock, so concurrent labs build it once) and kept.
+    """
     final = os.path.join(cache_dir, name)
     if os.path.isdir(final):
         return final
