@@ -242,10 +242,5 @@ def decide(probes: Sequence[base.Probe], disk_format: str | None,
                                     % result.format)
 
     for check, reason in failures.items():
-        if check == 'format_mismatch' and not policy.refuse_mismatch:
-            result.warnings[check] = reason
-        elif policy.is_fatal(check):
-            result.failures[check] = reason
-        else:
-            result.warnings[check] = reason
+        result.record(check, reason, policy)
     return result

@@ -382,7 +382,12 @@ def check_options(glance: GlanceConfig) -> list[Finding]:
     from glance_vsize import inspection
     from glance_vsize import registry
     conf, group = glance.conf, vsize_conf.GROUP
-    vsize_conf.register_opts(conf)
+    try:
+        vsize_conf.register_opts(conf)
+    except (cfg.ConfigFileValueError, ValueError) as exc:
+        # An unknown nonfatal_checks name: Glance would not load either.
+        path = glance.where(group, 'nonfatal_checks') or glance.api_conf
+        return [Finding(Level.FAILURE, path, group, str(exc))]
     findings = []
     for opt in vsize_conf.OPTS:
         try:

@@ -343,6 +343,18 @@ def test_invalid_option_fails_naming_its_file(tmp_path):
     assert 'qemu9' in details
 
 
+def test_unknown_nonfatal_check_fails_naming_it(tmp_path):
+    etc = config_dir(tmp_path, api=GOOD_API + (
+        ('glance_vsize', 'nonfatal_checks = backing_fle'),))
+    proc = status(etc)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stdout + proc.stderr
+    code, details = checks(proc)[OPTIONS]
+    assert code == 2
+    assert details.startswith('%s [glance_vsize]:' % (etc / 'glance-api.conf'))
+    assert 'backing_fle' in details and 'backing_file' in details
+
+
 def test_unknown_allowed_format_warns(tmp_path):
     etc = config_dir(tmp_path, api=GOOD_API + (
         ('glance_vsize', 'allowed_formats = qcow2,qcow,raw'),))
