@@ -77,8 +77,7 @@ FORWARDERS = {
     ('containers/ova.py', 'self.fail(exc.check, exc.reason)'),
     ('engine.py', 'probe.fail(check, reason)'),
     ('engine.py', 'probe.fail(exc.check, exc.reason)'),
-    ('engine.py', 'result.warnings[check]'),
-    ('engine.py', 'result.failures[check]'),
+    ('engine.py', 'result.record(check, reason, policy)'),
     # The warning of a format accepted as raw is named after its inspector.
     ('engine.py', 'result.warnings[as_raw.name]'),
     ('formats/base.py', 'self.failures.setdefault(check, reason)'),
