@@ -45,7 +45,8 @@ def per_image(keys):
             def test(self, key=key):
                 self.check(key)
             test.__name__ = test.__qualname__ = 'test_%s' % key
-            test.__doc__ = '%s: %s' % (cls.__doc__.splitlines()[0], key)
+            test.__doc__ = 'The %s test image (see %s).' % (
+                key, cls.__name__)
             test_id = str(uuid.uuid5(_ID_NAMESPACE,
                                      '%s.%s' % (cls.__name__, key)))
             setattr(cls, test.__name__, decorators.idempotent_id(test_id)(
