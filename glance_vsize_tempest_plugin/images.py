@@ -186,23 +186,32 @@ class _Builder:
         self.add(key, source.disk_format, 'compressed', path, source.path)
 
     def luks(self) -> None:
+        """Encrypted volumes as Cinder uploads them: LUKS 1 made by
+        qemu-img (Cinder's image conversion) and by cryptsetup (os-brick),
+        LUKS 2 by cryptsetup; gzip as Cinder's compressed uploads."""
         path = self.path('luks1.raw')
         _qemu_img('create', '-q', '-f', 'luks', '--object',
                   'secret,id=sec0,data=%s' % LUKS_PASSPHRASE, '-o',
                   'key-secret=sec0,iter-time=10', path, SMALL)
         self.add('luks1', 'raw', 'bare', path)
         self.gzip('luks1_compressed', self.images['luks1'])
-        if not shutil.which('cryptsetup'):
-            self.add('luks2', 'raw', 'bare', None,
-                     missing='no cryptsetup (Debian cryptsetup-bin)')
-            return
-        path = self.path('luks2.raw')
-        with open(path, 'wb') as f:
-            f.truncate(int(SMALL))
-        _run('cryptsetup', 'luksFormat', '--batch-mode', '--type', 'luks2',
-             '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000',
-             '--key-file', '-', path, input=LUKS_PASSPHRASE.encode())
-        self.add('luks2', 'raw', 'bare', path)
+        for version in ('luks1', 'luks2'):
+            key = '%s_cryptsetup' % version
+            if not shutil.which('cryptsetup'):
+                self.add(key, 'raw', 'bare', None,
+                         missing='no cryptsetup (Debian cryptsetup-bin)')
+                self.add(key + '_compressed', 'raw', 'compressed', None,
+                         missing='no cryptsetup (Debian cryptsetup-bin)')
+                continue
+            path = self.path('%s.raw' % key)
+            with open(path, 'wb') as f:
+                f.truncate(int(SMALL))
+            _run('cryptsetup', 'luksFormat', '--batch-mode', '--type',
+                 version, '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations',
+                 '1000', '--key-file', '-', path,
+                 input=LUKS_PASSPHRASE.encode())
+            self.add(key, 'raw', 'bare', path)
+            self.gzip(key + '_compressed', self.images[key])
 
     def unsafe(self) -> None:
         self.create('base', 'qcow2')
