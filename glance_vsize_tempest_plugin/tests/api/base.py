@@ -136,10 +136,13 @@ class VirtualSizeTest(base.BaseV2ImageTest):
         while True:
             image = self.client.show_image(image_id)
             tasks = self.tasks(image_id, new=True)
+            # The task ends before its flow releases the image's import
+            # lock (os_glance_import_task), a last write to the image.
             if tasks and all(t['status'] in ('success', 'failure')
                              for t in tasks) and \
                     image['status'] not in ('importing', 'saving') and \
-                    not image.get('os_glance_importing_to_stores'):
+                    not image.get('os_glance_importing_to_stores') and \
+                    not image.get('os_glance_import_task'):
                 return image, tasks
             if time.monotonic() > deadline:
                 self.fail('image %s: import still running after %d s: %s'

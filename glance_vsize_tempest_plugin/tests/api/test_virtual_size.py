@@ -13,7 +13,6 @@
 """virtual_size is what ``qemu-img info`` says, for every disk format and
 container glance_vsize inspects, on every way data reaches Glance."""
 
-from tempest.common import waiters
 from tempest import config
 
 from glance_vsize_tempest_plugin.tests.api import base
@@ -90,13 +89,12 @@ class CopyImageTest(base.ImportTest):
         self.assert_virtual_size(image, made)
         others = [s for s in self.writable_stores
                   if s not in image['stores'].split(',')]
+        self.earlier_tasks = {t['id'] for t in self.tasks(image['id'])}
         self.admin_client.image_import(image['id'], method='copy-image',
                                        stores=others,
                                        all_stores_must_succeed=True)
-        failed = waiters.wait_for_image_copied_to_stores(self.client,
-                                                         image['id'])
-        self.assertFalse(failed, 'copy-image failed on %s' % failed)
-        image = self.client.show_image(image['id'])
+        image = self.wait_for_import(image['id'], others)
+        self.assertFalse(image.get('os_glance_failed_import'))
         self.assertEqual(sorted(self.writable_stores),
                          sorted(image['stores'].split(',')))
         self.assert_virtual_size(image, made)
