@@ -120,22 +120,23 @@ class VirtualSizeTest(base.BaseV2ImageTest):
             import_params=params or None)
         return stores
 
-    def tasks(self, image_id, new=False):
-        """The image's import tasks; with new=True only those started by
+    def tasks(self, image_id, new=False, client=None):
+        """The image's import tasks (as ``client`` sees them: a task is
+        listed to its own project); with new=True only those started by
         the last start_import."""
-        tasks = self.client.show_image_tasks(image_id)['tasks']
+        tasks = (client or self.client).show_image_tasks(image_id)['tasks']
         if new:
             tasks = [t for t in tasks
                      if t['id'] not in getattr(self, 'earlier_tasks', ())]
         return tasks
 
-    def wait_for_tasks(self, image_id):
+    def wait_for_tasks(self, image_id, client=None):
         """Wait until every import task of the image has ended; return the
         image and its tasks."""
         deadline = time.monotonic() + self.client.build_timeout
         while True:
             image = self.client.show_image(image_id)
-            tasks = self.tasks(image_id, new=True)
+            tasks = self.tasks(image_id, new=True, client=client)
             # The task ends before its flow releases the image's import
             # lock (os_glance_import_task), a last write to the image.
             if tasks and all(t['status'] in ('success', 'failure')
@@ -149,9 +150,9 @@ class VirtualSizeTest(base.BaseV2ImageTest):
                           % (image_id, self.client.build_timeout, tasks))
             time.sleep(self.client.build_interval)
 
-    def wait_for_import(self, image_id, stores=None):
+    def wait_for_import(self, image_id, stores=None, client=None):
         """Wait for a successful import; fail with the task's message."""
-        image, tasks = self.wait_for_tasks(image_id)
+        image, tasks = self.wait_for_tasks(image_id, client)
         failed = [t.get('message') for t in tasks if t['status'] != 'success']
         self.assertEqual([], failed, 'import of image %s failed' % image_id)
         self.assertEqual('active', image['status'])

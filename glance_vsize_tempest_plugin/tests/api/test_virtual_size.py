@@ -89,11 +89,13 @@ class CopyImageTest(base.ImportTest):
         self.assert_virtual_size(image, made)
         others = [s for s in self.writable_stores
                   if s not in image['stores'].split(',')]
-        self.earlier_tasks = {t['id'] for t in self.tasks(image['id'])}
+        self.earlier_tasks = {t['id'] for t in self.tasks(
+            image['id'], client=self.admin_client)}
         self.admin_client.image_import(image['id'], method='copy-image',
                                        stores=others,
                                        all_stores_must_succeed=True)
-        image = self.wait_for_import(image['id'], others)
+        # The copy task is the admin's: the member does not see it.
+        image = self.wait_for_import(image['id'], others, self.admin_client)
         self.assertFalse(image.get('os_glance_failed_import'))
         self.assertEqual(sorted(self.writable_stores),
                          sorted(image['stores'].split(',')))
