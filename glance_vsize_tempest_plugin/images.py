@@ -188,7 +188,8 @@ class _Builder:
     def luks(self) -> None:
         """Encrypted volumes as Cinder uploads them: LUKS 1 made by
         qemu-img (Cinder's image conversion) and by cryptsetup (os-brick),
-        LUKS 2 by cryptsetup; gzip as Cinder's compressed uploads."""
+        LUKS 2 by cryptsetup; gzip as Cinder's compressed uploads.
+        """
         path = self.path('luks1.raw')
         _qemu_img('create', '-q', '-f', 'luks', '--object',
                   'secret,id=sec0,data=%s' % LUKS_PASSPHRASE, '-o',
@@ -226,7 +227,8 @@ _built: dict[str, TestImage] = {}
 
 def build() -> dict[str, TestImage]:
     """Every test image, made once per test process in a temporary
-    directory that is removed when the process exits."""
+    directory that is removed when the process exits.
+    """
     with _lock:
         if not _built:
             directory = tempfile.mkdtemp(prefix='glance-vsize-tempest-')

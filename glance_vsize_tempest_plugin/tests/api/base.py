@@ -39,7 +39,8 @@ _ID_NAMESPACE = uuid.UUID('5e3b1a2c-7f44-4a58-9d1e-0c6b2f7a9e13')
 
 def per_image(keys):
     """Class decorator: one ``test_<key>`` per test image, each calling
-    ``self.check(key)``."""
+    ``self.check(key)``.
+    """
     def decorate(cls):
         for key in keys:
             def test(self, key=key):
@@ -110,7 +111,8 @@ class VirtualSizeTest(base.BaseV2ImageTest):
 
     def start_import(self, image_id, method, **params):
         """Import into the default store (all stores of a cloud without
-        multiple stores)."""
+        multiple stores).
+        """
         stores = [self.default_store] if self.default_store else None
         # Tasks of earlier imports of the same image are not waited for.
         self.earlier_tasks = getattr(self, 'earlier_tasks', set()) | {
@@ -123,7 +125,8 @@ class VirtualSizeTest(base.BaseV2ImageTest):
     def tasks(self, image_id, new=False, client=None):
         """The image's import tasks (as ``client`` sees them: a task is
         listed to its own project); with new=True only those started by
-        the last start_import."""
+        the last start_import.
+        """
         tasks = (client or self.client).show_image_tasks(image_id)['tasks']
         if new:
             tasks = [t for t in tasks
@@ -132,7 +135,8 @@ class VirtualSizeTest(base.BaseV2ImageTest):
 
     def wait_for_tasks(self, image_id, client=None):
         """Wait until every import task of the image has ended; return the
-        image and its tasks."""
+        image and its tasks.
+        """
         deadline = time.monotonic() + self.client.build_timeout
         while True:
             image = self.client.show_image(image_id)

@@ -75,7 +75,8 @@ class UnsafeImageTest(base.ImportTest):
     @decorators.idempotent_id('3b8c2f5a-0d4e-4a9f-87b3-5e1a2d9f4c88')
     def test_stage_refused(self):
         """Staging it for glance-direct is refused; nothing stays staged:
-        a safe image can be staged and imported into the same image."""
+        a safe image can be staged and imported into the same image.
+        """
         made, image = self.new_unsafe_image()
         with open(made.path, 'rb') as data:
             self.assert_refused(self.client.stage_image_file, image['id'],
@@ -90,7 +91,8 @@ class UnsafeImageTest(base.ImportTest):
     @decorators.idempotent_id('4c9d3a6b-1e5f-4b0a-98c4-6f2b3e0a5d99')
     def test_web_download_refused(self):
         """web-download of it fails the import task with the check's name
-        and leaves the image queued; a safe image imports after it."""
+        and leaves the image queued; a safe image imports after it.
+        """
         made, image = self.new_unsafe_image()
         self.start_import(image['id'], 'web-download',
                           uri=self.web_download_uri(made))

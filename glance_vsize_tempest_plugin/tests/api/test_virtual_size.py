@@ -23,7 +23,8 @@ CONF = config.CONF
 @base.per_image(base.FORMATS)
 class CreateImageTest(base.VirtualSizeTest):
     """Create-image (PUT /v2/images/{id}/file, chunked) records qemu-img's
-    virtual size."""
+    virtual size.
+    """
 
     def check(self, key):
         made = self.image(key)
@@ -35,7 +36,8 @@ class CreateImageTest(base.VirtualSizeTest):
 @base.per_image(base.FORMATS)
 class GlanceDirectImportTest(base.ImportTest):
     """glance-direct import (stage, then import) records qemu-img's virtual
-    size."""
+    size.
+    """
 
     def check(self, key):
         made = self.image(key)
@@ -49,7 +51,8 @@ class GlanceDirectImportTest(base.ImportTest):
 @base.per_image(base.FORMATS)
 class WebDownloadImportTest(base.ImportTest):
     """web-download import from the plugin's HTTP server records qemu-img's
-    virtual size."""
+    virtual size.
+    """
 
     def check(self, key):
         made = self.image(key)
