@@ -96,6 +96,22 @@ def parser() -> argparse.ArgumentParser:
                    help='image_import_plugins, comma-separated (default '
                         'glance_vsize), e.g. image_decompression,'
                         'glance_vsize')
+    p.add_argument('--store', choices=('file', 'rbd'), default='file',
+                   help="Glance's default store (default file). rbd: a "
+                        'single-node Ceph cluster (Debian packages, '
+                        'installed when missing) under DIR/ceph, started '
+                        'and stopped with the lab; the file stores stay '
+                        'for copy-image')
+    p.add_argument('--ceph-port', type=_port, default=None,
+                   help="the Ceph monitor's port with --store rbd "
+                        '(default: the one DIR/ceph/ceph.conf names, else '
+                        'a free port)')
+    p.add_argument('--nodes', type=_positive, default=1,
+                   help='Glance API nodes on ports N..N+NODES-1 (default '
+                        '1), each its own gunicorn, config dir, staging '
+                        'directory and worker_self_reference_url '
+                        '(DIR/nodeK for K > 1), sharing Keystone, the '
+                        'database and the stores; openrc names node 1')
     p.add_argument('--debug', action='store_true',
                    help='Glance and Keystone debug logging')
     p.add_argument('--no-vsize', action='store_true',
@@ -106,7 +122,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.port + args.nodes - 1 > 65535:
+        p.error('--port %d with --nodes %d: ports beyond 65535'
+                % (args.port, args.nodes))
     # Imported here: --help works without the virtualenv.
     from . import runner
     try:

@@ -19,7 +19,7 @@ import sys
 import time
 from importlib import metadata
 
-from . import glance_etc, identity, keystone, server, sqlite
+from . import glance_etc, identity, keystone, nodes, server, sqlite
 
 
 def say(text: str) -> None:
@@ -37,6 +37,7 @@ class Lab:
         self.logdir = os.path.join(self.data, 'log')
         self.procs = []
         self.stopping = False
+        self.ceph = None
 
     # ------------------------------------------------------------ setup
     def _dirs(self) -> None:
@@ -100,9 +101,15 @@ class Lab:
         a = self.args
         t0 = time.monotonic()
         self._dirs()
-        if server.answers(a.port):
-            raise RuntimeError('something already answers on 127.0.0.1:%d'
-                               % a.port)
+        ports = [a.port + i for i in range(a.nodes)]
+        for port in ports:
+            if server.answers(port):
+                raise RuntimeError('something already answers on '
+                                   '127.0.0.1:%d' % port)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        if a.store == 'rbd':
+            self._start_ceph()
         kport = a.keystone_port or server.free_port()
         auth_url = 'http://127.0.0.1:%d/v3' % kport
         glance_url = 'http://127.0.0.1:%d' % a.port
@@ -113,25 +120,34 @@ class Lab:
         database = self._database()
         if a.database is not None:
             self._db_sync(database, os.path.join(self.data, 'etc'))
-        glance_etc.build(
-            os.path.join(self.data, 'etc'), self.data, vsize=not a.no_vsize,
-            database=database, import_plugins=a.import_plugins,
-            debug=a.debug, auth={
-                'www_authenticate_uri': auth_url, 'auth_url': auth_url,
-                'auth_type': 'password', 'username': 'glance',
-                'password': passwords['glance'], 'project_name': 'service',
-                'user_domain_name': identity.DOMAIN,
-                'project_domain_name': identity.DOMAIN,
-                'region_name': identity.REGION})
+        for node, port in enumerate(ports, 1):
+            nodes.make_dirs(self.data, node)
+            etc = os.path.join(nodes.node_dir(self.data, node), 'etc')
+            glance_etc.build(
+                etc, self.data, vsize=not a.no_vsize,
+                database=database, import_plugins=a.import_plugins,
+                debug=a.debug, auth={
+                    'www_authenticate_uri': auth_url, 'auth_url': auth_url,
+                    'auth_type': 'password', 'username': 'glance',
+                    'password': passwords['glance'],
+                    'project_name': 'service',
+                    'user_domain_name': identity.DOMAIN,
+                    'project_domain_name': identity.DOMAIN,
+                    'region_name': identity.REGION})
+            conf = os.path.join(etc, 'glance-api.conf')
+            nodes.configure(conf, self.data, node, port, a.nodes)
+            if self.ceph:
+                nodes.use_rbd(conf, self.ceph.glance_backend())
         if a.no_vsize:
             say('--no-vsize: glance_vsize is left out')
         if a.database is None and a.workers > 1:
             say('sqlite (WAL, busy timeout) with %d workers: writes queue '
                 'on one file; PostgreSQL (--database) scales' % a.workers)
+        if a.nodes > 1 and a.database is None:
+            say('%d nodes on one sqlite file: PostgreSQL (--database) is '
+                'what several nodes share in a deployment' % a.nodes)
         say('configured in %.1f s' % (time.monotonic() - t0))
 
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
         log = lambda name: os.path.join(self.logdir, name)  # noqa: E731
         t1 = time.monotonic()
         kproc = self._start(server.gunicorn(
@@ -140,13 +156,17 @@ class Lab:
             os.path.join(self.kdir, 'gunicorn.pid'),
             dict(keystone.env(self.kdir), PYTHONPATH=os.path.dirname(
                 os.path.dirname(os.path.abspath(__file__))))))
-        gproc = self._start(server.gunicorn(
-            self.bin, 'glance.wsgi.api:application', a.port,
-            log('gunicorn.log'), log('access.log'),
-            os.path.join(self.data, 'gunicorn.pid'),
-            dict(os.environ,
-                 OS_GLANCE_CONFIG_DIR=os.path.join(self.data, 'etc')),
-            workers=a.workers))
+        gprocs = []
+        for node, port in enumerate(ports, 1):
+            ndir = nodes.node_dir(self.data, node)
+            gprocs.append(self._start(server.gunicorn(
+                self.bin, 'glance.wsgi.api:application', port,
+                os.path.join(ndir, 'log', 'gunicorn.log'),
+                os.path.join(ndir, 'log', 'access.log'),
+                os.path.join(ndir, 'gunicorn.pid'),
+                dict(os.environ,
+                     OS_GLANCE_CONFIG_DIR=os.path.join(ndir, 'etc')),
+                workers=a.workers)))
         timeout = float(os.environ.get('RUN_GLANCE_READY_TIMEOUT', 120))
         server.wait_ready(kproc, kport, 'Keystone', timeout,
                           [log('keystone-gunicorn.log'), log('keystone.log')])
@@ -155,14 +175,33 @@ class Lab:
         identity.write_openrc(self.data, auth_url, passwords)
         say('Keystone started in %.1f s' % (time.monotonic() - t1))
         print('Keystone ready at %s' % auth_url, flush=True)
-        server.wait_ready(gproc, a.port, 'Glance', timeout,
-                          [log('gunicorn.log'), log('glance-api.log')])
+        for node, (port, gproc) in enumerate(zip(ports, gprocs), 1):
+            ndir = nodes.node_dir(self.data, node)
+            server.wait_ready(gproc, port, 'Glance node %d' % node, timeout,
+                              [os.path.join(ndir, 'log', name) for name in
+                               ('gunicorn.log', 'glance-api.log')])
+            if node > 1:
+                print('Glance API node %d ready at http://127.0.0.1:%d'
+                      % (node, port), flush=True)
         say('started in %.1f s (%.1f s in all); logs in %s; openrc: '
             '%s/openrc-member (member), %s/openrc (admin)'
             % (time.monotonic() - t1, time.monotonic() - t0, self.logdir,
                self.data, self.data))
         print('Glance API ready at %s' % glance_url, flush=True)
         return self._watch()
+
+    def _start_ceph(self) -> None:
+        """Ceph for the RBD store (lab.ceph), under DIR/ceph; its daemons
+        join the processes this lab watches and stops."""
+        from . import ceph, cephpkg
+        cephpkg.ensure_installed(say)
+        cephpkg.link_bindings()
+        self.ceph = ceph.Cluster(os.path.join(self.data, 'ceph'),
+                                 self.args.ceph_port, say=say)
+        try:
+            self.ceph.start()
+        finally:
+            self.procs.extend(self.ceph.procs)
 
     def _start(self, proc):
         self.procs.append(proc)
