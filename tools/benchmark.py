@@ -47,6 +47,10 @@ does not test):
    median of ``--runs``; and how many bytes of an unsafe 1 GiB upload reach
    the store before the refusal.
 
+5. A 2 GiB qcow2 uploaded to the RBD store (``tools/run-glance --store
+   rbd``) with and without glance_vsize, create-image and import, median
+   of ``--runs`` (only with ``--only 5``: it starts two Ceph clusters).
+
 ``--quick`` shortens sections 1 and 2 (1 GiB streams, fewer sha512
 batches, 4 MiB chunks for the 3 TiB generators) and runs section 4 three
 times.  Section 4 needs a free minute and about 4 GiB in the work
@@ -81,6 +85,7 @@ for path in (REPO, TOOLS):      # glance_vsize and tests; the bench package
 
 from bench.glance import section_glance  # noqa: E402
 from bench.memory import section_memory  # noqa: E402
+from bench.rbd import section_rbd  # noqa: E402
 from bench.report import GiB  # noqa: E402
 from bench.report import load  # noqa: E402
 from bench.report import machine  # noqa: E402
@@ -95,11 +100,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Sections: 1 streaming, 2 memory, 3 seekable, 4 Glance.')
+        epilog='Sections: 1 streaming, 2 memory, 3 seekable, 4 Glance, '
+               '5 RBD (not run by default).')
     parser.add_argument('--quick', action='store_true',
                         help='smaller streams, fewer runs (a few minutes)')
     parser.add_argument('--only', default='1,2,3,4',
-                        help='comma-separated sections to run')
+                        help='comma-separated sections to run (5: a 2 GiB '
+                             'upload to RBD, about 20 minutes)')
     parser.add_argument('--runs', type=int,
                         help='end-to-end runs per configuration (5; 3 with '
                              '--quick)')
@@ -138,6 +145,8 @@ def main(argv=None):
             section_seekable(args, workdir)
         if '4' in sections:
             section_glance(args, workdir)
+        if '5' in sections:
+            section_rbd(args, workdir)
     finally:
         if cleanup:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -111,8 +111,9 @@ class Pair:
     this process's CPUs restored, on exit.
     """
 
-    def __init__(self, workdir, warm_image, verbose=False):
+    def __init__(self, workdir, warm_image, verbose=False, extra=()):
         self.workdir = workdir
+        self.extra = list(extra)    # run-glance options for both
         self.warm_image = warm_image
         self.verbose = verbose
         self.glances = {}
@@ -125,7 +126,7 @@ class Pair:
                 t0 = time.perf_counter()
                 self.glances[name] = Glance(
                     os.path.join(self.workdir, 'glance-' + name),
-                    extra_args=extra)
+                    extra_args=extra + self.extra)
                 if self.verbose:
                     out('   Glance %s glance_vsize ready on port %d (%.0f s)'
                         % (name, self.glances[name].port,

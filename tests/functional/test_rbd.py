@@ -1,0 +1,337 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""glance_vsize on Glance's distributed pieces: the RBD store and two API
+nodes.
+
+One lab for the module: ``tools/run-glance --store rbd --nodes 2`` on a
+private PostgreSQL (tests/functional/postgres.py), so a single-node Ceph
+cluster (Debian's packages, installed when missing) holds the images, and
+two API nodes with their own staging directories share Keystone, the
+database and the store.  Skipped, saying why, only where Ceph cannot be
+installed.  After every test, ``rbd ls images`` lists exactly the images
+Glance holds active in the RBD store: nothing refused is left behind.
+"""
+
+import concurrent.futures
+import copy
+import os
+import struct
+import sys
+import threading
+
+import pytest
+
+from tests import helpers
+from tests.functional import glance as glance_mod
+from tests.functional import postgres
+from tests.functional import test_concurrency
+
+sys.path.insert(0, os.path.join(glance_mod.REPO, 'tools'))
+from lab import ceph, cephpkg, nodes  # noqa: E402
+
+pytestmark = helpers.requires_qemu_img
+
+#: (name, disk_format, qemu-img create arguments)
+IMAGES = (
+    ('qcow2', 'qcow2', ['-f', 'qcow2'], '1G'),
+    ('vhd-dynamic', 'vhd', ['-f', 'vpc', '-o', 'subformat=dynamic'], '1G'),
+    ('vhd-fixed', 'vhd', ['-f', 'vpc', '-o', 'subformat=fixed'], '24M'),
+    ('ploop', 'ploop', ['-f', 'parallels'], '1G'),
+)
+QEMU_FMT = {'qcow2': 'qcow2', 'vhd': 'vpc', 'ploop': 'parallels'}
+
+
+@pytest.fixture(scope='module')
+def pg():
+    try:
+        cephpkg.ensure_installed(say=lambda text: None)
+    except cephpkg.Unavailable as exc:
+        pytest.skip('Ceph cannot be installed here: %s' % exc)
+    try:
+        cluster = postgres.PostgreSQL()
+    except postgres.Unavailable as exc:
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+def lab_args(pg):
+    return ['--store', 'rbd', '--nodes', '2', '--database', pg.url]
+
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory, pg):
+    api = glance_mod.Glance(tmp_path_factory.mktemp('rbd-lab'),
+                            extra_args=lab_args(pg))
+    yield api
+    api.stop()
+
+
+def node(glance, n):
+    """The same lab and user through API node ``n``."""
+    other = copy.copy(glance)
+    other.port = glance.port + n - 1
+    other.endpoint = 'http://127.0.0.1:%d' % other.port
+    return other
+
+
+def node_log(glance, n):
+    path = os.path.join(nodes.node_dir(glance.data_dir, n), 'log',
+                        'glance-api.log')
+    with open(path) as f:
+        return f.read()
+
+
+def rbd_ls(glance):
+    return set(ceph.Cluster(os.path.join(glance.data_dir, 'ceph')).rbd_ls())
+
+
+def assert_rbd_holds_exactly_the_active_images(glance):
+    status, body = glance.as_admin().json('GET', '/v2/images?limit=1000')
+    assert status == 200, body
+    active = {i['id'] for i in body['images'] if i['status'] == 'active'
+              and nodes.RBD_BACKEND in i.get('stores', '').split(',')}
+    assert rbd_ls(glance) == active
+
+
+def staged(glance):
+    """Files in both nodes' staging directories."""
+    return [f for n in (1, 2) for f in os.listdir(os.path.join(
+        nodes.node_dir(glance.data_dir, n), 'staging'))]
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    """name: (path, disk_format, qemu-img's virtual size)"""
+    d = tmp_path_factory.mktemp('rbd-images')
+    out = {}
+    for name, disk_format, args, size in IMAGES:
+        path = str(d / name)
+        helpers.qemu_img('create', '-q', *args, path, size)
+        info = helpers.qemu_info(path, QEMU_FMT[disk_format])
+        out[name] = (path, disk_format, info['virtual-size'])
+    # Refused at the header: a qcow2 naming a backing file.
+    path = str(d / 'backing.qcow2')
+    helpers.qemu_img('create', '-q', '-f', 'qcow2', '-b', out['qcow2'][0],
+                     '-F', 'qcow2', path)
+    out['unsafe-header'] = (path, 'qcow2', None)
+    out['unsafe-late'] = (late_vhd(str(d)), 'vhd', None)
+    return out
+
+
+def late_vhd(directory):
+    """A dynamic VHD of 4 MiB of data whose BAT maps a block past the end
+    of the file: refused only once the upload's end shows the size, after
+    Glance stored the rest (qemu-img cannot open it either)."""
+    raw = os.path.join(directory, 'late.raw')
+    with open(raw, 'wb') as f:
+        f.write(os.urandom(3 << 20))
+    path = os.path.join(directory, 'late.vhd')
+    helpers.qemu_img('convert', '-f', 'raw', '-O', 'vpc', '-o',
+                     'subformat=dynamic', raw, path)
+    with open(path, 'r+b') as f:
+        f.seek(512 + 16)
+        bat = struct.unpack('>Q', f.read(8))[0]
+        f.seek(bat + 4)
+        f.write(struct.pack('>I', os.path.getsize(path) // 512 + 100000))
+    assert os.path.getsize(path) > 1 << 20
+    assert helpers.qemu_info(path, 'vpc') is None, \
+        'qemu-img opens the truncated VHD'
+    return path
+
+
+@pytest.mark.parametrize('name', [i[0] for i in IMAGES])
+def test_stage_on_node_1_import_through_node_2(lab, images, name):
+    path, disk_format, vsize = images[name]
+    one, two = node(lab, 1), node(lab, 2)
+    image_id = one.create(disk_format)
+    status, body = one.upload(image_id, path, 'stage')
+    assert status == 204, body
+    assert os.listdir(os.path.join(lab.data_dir, 'staging')) == [image_id]
+    proxied = node_log(lab, 2).count('Proxying POST request to host %s'
+                              % one.endpoint)
+    status, body = two.import_(image_id)
+    assert status == 202, body
+    image = two.wait(image_id)
+    assert (image['status'], image['virtual_size'], image['stores']) == (
+        'active', vsize, nodes.RBD_BACKEND), image
+    # Node 2 had no staged data: it handed the call to node 1.
+    assert node_log(lab, 2).count('Proxying POST request to host %s'
+                           % one.endpoint) == proxied + 1
+    assert image_id in rbd_ls(lab)
+    assert staged(lab) == []
+    assert_rbd_holds_exactly_the_active_images(lab)
+
+
+@pytest.mark.parametrize('n', [1, 2])
+def test_create_image_on_each_node(lab, images, n):
+    api = node(lab, n)
+    for name in ('qcow2', 'vhd-dynamic'):
+        path, disk_format, vsize = images[name]
+        image_id = api.create(disk_format)
+        status, body = api.upload(image_id, path)
+        assert status == 204, body
+        image = api.show(image_id)
+        assert (image['status'], image['virtual_size'], image['stores']) == (
+            'active', vsize, nodes.RBD_BACKEND), image
+    assert_rbd_holds_exactly_the_active_images(lab)
+
+
+def test_copy_image_between_rbd_and_file(lab, images):
+    path, disk_format, vsize = images['vhd-dynamic']
+    admin = lab.as_admin()
+    # rbd -> file
+    image_id = lab.create(disk_format)
+    assert lab.upload(image_id, path)[0] == 204
+    status, body = admin.import_(image_id, 'copy-image', stores=['local'])
+    assert status == 202, body
+    # The copy's task is the admin's: the admin waits for it.
+    image = admin.wait(image_id)
+    assert (image['stores'], image['virtual_size']) == (
+        '%s,local' % nodes.RBD_BACKEND, vsize), image
+    assert image_id in lab.files_in('images')
+    # file -> rbd
+    other = lab.create(disk_format)
+    status, body = lab.request(
+        'PUT', '/v2/images/%s/file' % other, open(path, 'rb'),
+        {'Content-Type': 'application/octet-stream',
+         'X-Image-Meta-Store': 'local'})
+    assert status == 204, body
+    assert other not in rbd_ls(lab)
+    status, body = admin.import_(other, 'copy-image',
+                                 stores=[nodes.RBD_BACKEND])
+    assert status == 202, body
+    image = admin.wait(other)
+    assert (image['stores'], image['virtual_size']) == (
+        'local,%s' % nodes.RBD_BACKEND, vsize), image
+    assert other in rbd_ls(lab)
+    assert_rbd_holds_exactly_the_active_images(lab)
+
+
+@pytest.mark.parametrize('name', ['unsafe-header', 'unsafe-late'])
+@pytest.mark.parametrize('n', [1, 2])
+@pytest.mark.parametrize('action', ['file', 'stage'])
+def test_unsafe_upload_refused_with_nothing_left(lab, images, name, n,
+                                                 action):
+    path, disk_format, _ = images[name]
+    api = node(lab, n)
+    before = rbd_ls(lab)
+    image_id = api.create(disk_format)
+    status, body = api.upload(image_id, path, action)
+    assert status in (400, 415), body
+    assert b'refused by glance_vsize' in body
+    image = api.show(image_id)
+    assert (image['status'], image['virtual_size']) == ('queued', None)
+    assert rbd_ls(lab) == before
+    assert staged(lab) == []
+    if name == 'unsafe-late' and action == 'file':
+        # Refused at the end: the RBD driver had written the image, and
+        # deleted it when the read failed.
+        assert 'Failed to store image %s' % image_id in node_log(lab, n), \
+            'the refusal came before the store wrote anything'
+    assert_rbd_holds_exactly_the_active_images(lab)
+
+
+def test_32_concurrent_mixed_uploads_across_nodes(lab, corpus):
+    outdir, entries = corpus
+    jobs = test_concurrency.plan(outdir, entries)
+    start = threading.Barrier(len(jobs))
+
+    def run(i, method, path, entry):
+        # create-image alternates nodes; an import stages on one node and
+        # imports through the other.
+        up = node(lab, 1 + i % 2)
+        out = test_concurrency.Outcome(method, entry)
+        try:
+            fmt = entry['disk_format']
+            out.image_id = up.create(
+                fmt if fmt in test_concurrency.GLANCE_FORMATS else 'raw')
+            start.wait(60)
+            out.status, out.body = up.upload(
+                out.image_id, path, 'file' if method == 'file' else 'stage')
+            other = node(lab, 2 - i % 2)
+            if method == 'import' and out.status == 204:
+                out.import_status, body = other.import_(out.image_id)
+                assert out.import_status == 202, body
+            out.image = other.wait(out.image_id, timeout=240)
+        except Exception as exc:
+            out.error = repr(exc)
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(run, i, *job) for i, job in enumerate(jobs)]
+        outcomes = [f.result(timeout=test_concurrency.DEADLINE)
+                    for f in futures]
+    wrong = []
+    for out in outcomes:
+        image = out.image or {}
+        if out.error:
+            wrong.append(out)
+        elif out.entry['safe']:
+            if (out.status, image.get('status'), image.get('virtual_size'),
+                    image.get('stores')) != (
+                    204, 'active', out.entry['virtual_size'],
+                    nodes.RBD_BACKEND):
+                wrong.append(out)
+        elif (out.status not in (400, 415)
+              or b'refused by glance_vsize' not in out.body
+              or image.get('status') != 'queued'):
+            wrong.append(out)
+    assert wrong == [], '%d of %d wrong' % (len(wrong), len(outcomes))
+    assert sum(not o.entry['safe'] for o in outcomes) == len(jobs) // 4
+    safe = {o.image_id for o in outcomes if o.entry['safe']}
+    assert safe <= rbd_ls(lab)
+    assert not {o.image_id for o in outcomes if not o.entry['safe']} & \
+        rbd_ls(lab)
+    assert staged(lab) == []
+    assert_rbd_holds_exactly_the_active_images(lab)
+
+
+def _ceph_daemons(conf):
+    """pids of processes whose command line names ``conf``."""
+    found = []
+    for pid in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                if conf.encode() in f.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_stop_stops_ceph_and_a_second_start_reuses_it(lab, pg, images):
+    """Last in the module: stops the module's lab."""
+    kept = sorted(rbd_ls(lab))
+    assert kept
+    conf = os.path.join(lab.data_dir, 'ceph', 'ceph.conf')
+    assert _ceph_daemons(conf)
+    lab.stop()
+    assert _ceph_daemons(conf) == []
+    again = glance_mod.Glance(lab.data_dir, port=lab.port,
+                              extra_args=lab_args(pg))
+    try:
+        assert 'Ceph (bluestore) started' in ''.join(again.output)
+        assert sorted(rbd_ls(again)) == kept
+        path, disk_format, vsize = images['qcow2']
+        image_id = node(again, 2).create(disk_format)
+        assert node(again, 2).upload(image_id, path)[0] == 204
+        assert again.show(image_id)['virtual_size'] == vsize
+        with open(path, 'rb') as f:
+            want = f.read()
+        status, data = again.request('GET', '/v2/images/%s/file' % image_id)
+        assert (status, data == want) == (200, True)
+        assert_rbd_holds_exactly_the_active_images(again)
+    finally:
+        again.stop()
