@@ -31,8 +31,11 @@ lab's settings, rewritten on every start), glance.sqlite, images/,
 images-second/, staging/, tasks/, keystone/ (keystone.conf, its sqlite
 database and key repositories), log/ and the openrc files: openrc (admin),
 openrc-member (user demo, only the member role in project demo) and
-openrc-service (service-user, the service role).  A second start on the
-same DIR keeps the databases, images and passwords.
+openrc-service (service-user, the service role); with --store rbd, ceph/
+(the Ceph cluster: ceph.conf, keyrings, daemons' data and logs); with
+--nodes N, node2/ ... nodeN/ (each node's etc/, staging/, tasks/, log/).
+A second start on the same DIR keeps the databases, images, passwords
+and Ceph cluster.
 
 Prints "Keystone ready at URL" and then "Glance API ready at URL" once both
 answer; stops both on SIGTERM or Ctrl-C.  While it runs, in another shell:
