@@ -119,8 +119,9 @@ def link_bindings(site_packages: str = '') -> List[str]:
     for src in sources:
         link = os.path.join(site_packages, os.path.basename(src))
         if os.path.realpath(link) != os.path.realpath(src):
-            if os.path.lexists(link):
-                os.unlink(link)
-            os.symlink(src, link)
+            # Atomic: labs started together may link at the same time.
+            tmp = '%s.%d.tmp' % (link, os.getpid())
+            os.symlink(src, tmp)
+            os.replace(tmp, link)
         links.append(link)
     return links

@@ -26,6 +26,7 @@ backend, keeping the file stores for copy-image.
 """
 
 import os
+import socket
 from typing import Optional
 
 from .ini import iniset_many
@@ -37,6 +38,17 @@ RBD_BACKEND = 'ceph'
 def node_dir(data: str, node: int) -> str:
     """State directory of API node ``node`` (1-based)."""
     return data if node == 1 else os.path.join(data, 'node%d' % node)
+
+
+def bindable(port: int) -> bool:
+    """Nothing is bound to 127.0.0.1:``port`` (gunicorn can listen)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+    return True
 
 
 def make_dirs(data: str, node: int) -> None:

@@ -103,7 +103,7 @@ class Lab:
         self._dirs()
         ports = [a.port + i for i in range(a.nodes)]
         for port in ports:
-            if server.answers(port):
+            if server.answers(port) or not nodes.bindable(port):
                 raise RuntimeError('something already answers on '
                                    '127.0.0.1:%d' % port)
         signal.signal(signal.SIGTERM, self._on_signal)
