@@ -42,7 +42,7 @@ from tests.functional import postgres
 from tests.functional import test_concurrency
 
 sys.path.insert(0, os.path.join(glance_mod.REPO, 'tools'))
-from lab import ceph, cephpkg, nodes  # noqa: E402
+from lab import ceph, cephpkg, ini, nodes  # noqa: E402
 
 pytestmark = helpers.requires_qemu_img
 
@@ -180,6 +180,26 @@ def test_only_debians_rados_and_rbd_modules_are_in_the_venv(lab):
          ' print([p for p in sys.path if "dist-packages" in p])'],
         capture_output=True, text=True, check=True)
     assert proc.stdout.splitlines()[1] == '[]'
+
+
+def test_each_node_is_wired_with_its_own_url_and_staging(lab):
+    seen = set()
+    for n in (1, 2):
+        etc = os.path.join(nodes.node_dir(lab.data_dir, n), 'etc')
+        proc = subprocess.run(
+            [os.path.join(glance_mod.VENV_BIN, 'glance-vsize-status'),
+             'upgrade', 'check', '--config-dir', etc],
+            capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        conf = os.path.join(etc, 'glance-api.conf')
+        seen.add((
+            ini.iniget(conf, 'DEFAULT', 'worker_self_reference_url'),
+            ini.iniget(conf, 'os_glance_staging_store',
+                       'filesystem_store_datadir'),
+            ini.iniget(conf, 'glance_store', 'default_backend')))
+    assert seen == {(node(lab, n).endpoint, os.path.join(
+        nodes.node_dir(lab.data_dir, n), 'staging'), nodes.RBD_BACKEND)
+        for n in (1, 2)}
 
 
 @pytest.mark.parametrize('name', [i[0] for i in IMAGES])

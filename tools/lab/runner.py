@@ -109,7 +109,7 @@ class Lab:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         if a.store == 'rbd':
-            self._start_ceph()
+            self._ceph_setup()
         kport = a.keystone_port or server.free_port()
         auth_url = 'http://127.0.0.1:%d/v3' % kport
         glance_url = 'http://127.0.0.1:%d' % a.port
@@ -167,6 +167,10 @@ class Lab:
                 dict(os.environ,
                      OS_GLANCE_CONFIG_DIR=os.path.join(ndir, 'etc')),
                 workers=a.workers)))
+        if self.ceph:
+            # While Keystone and Glance boot: Glance connects to the
+            # cluster at its first upload, not when it starts.
+            self._start_ceph()
         timeout = float(os.environ.get('RUN_GLANCE_READY_TIMEOUT', 120))
         server.wait_ready(kproc, kport, 'Keystone', timeout,
                           [log('keystone-gunicorn.log'), log('keystone.log')])
@@ -190,14 +194,18 @@ class Lab:
         print('Glance API ready at %s' % glance_url, flush=True)
         return self._watch()
 
-    def _start_ceph(self) -> None:
-        """Ceph for the RBD store (lab.ceph), under DIR/ceph; its daemons
-        join the processes this lab watches and stops."""
+    def _ceph_setup(self) -> None:
+        """Ceph for the RBD store (lab.ceph), under DIR/ceph: Debian's
+        packages and the bindings Glance imports."""
         from . import ceph, cephpkg
         cephpkg.ensure_installed(say)
         cephpkg.link_bindings()
         self.ceph = ceph.Cluster(os.path.join(self.data, 'ceph'),
                                  self.args.ceph_port, say=say)
+
+    def _start_ceph(self) -> None:
+        """Start the cluster; its daemons join the processes this lab
+        watches and stops."""
         try:
             self.ceph.start()
         finally:
