@@ -40,7 +40,7 @@ BINDINGS = ('rados', 'rbd')
 DIST_PACKAGES = '/usr/lib/python3/dist-packages'
 
 
-class Unavailable(Exception):
+class Unavailable(RuntimeError):
     """Ceph is not installed and cannot be installed here."""
 
 
