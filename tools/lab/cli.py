@@ -38,7 +38,8 @@ A second start on the same DIR keeps the databases, images, passwords
 and Ceph cluster.
 
 Prints "Keystone ready at URL" and then "Glance API ready at URL" once both
-answer; stops both on SIGTERM or Ctrl-C.  While it runs, in another shell:
+answer; stops all it started (Ceph too) on SIGTERM or Ctrl-C.  While it
+runs, in another shell:
 
   . DIR/openrc-member
   .venv/bin/openstack image create --disk-format qcow2 \\
