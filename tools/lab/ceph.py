@@ -354,8 +354,8 @@ class Cluster:
             if stat.get('num_up_osds') == 1:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError('the Ceph OSD did not come up within '
-                                   '%d s; see %s' % (timeout, self.path('log')))
+                raise RuntimeError('the Ceph OSD is not up after %d s; see '
+                                   '%s' % (timeout, self.path('log')))
             time.sleep(0.2)
         import rados
         with cluster.open_ioctx(POOL) as ioctx:
