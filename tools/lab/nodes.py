@@ -29,7 +29,7 @@ import os
 import socket
 from typing import Optional
 
-from .ini import iniset_many
+from .ini import iniget, iniset_many
 
 #: glance_store backend name of the RBD store.
 RBD_BACKEND = 'ceph'
@@ -77,10 +77,11 @@ def use_rbd(conf: str, backend: dict,
             default: Optional[str] = RBD_BACKEND) -> None:
     """Add the RBD backend ``RBD_BACKEND`` (glance_store settings
     ``backend``, :meth:`lab.ceph.Cluster.glance_backend`) in front of the
-    file backends, and make it the default."""
+    lab's other backends, and make it the default."""
+    others = iniget(conf, 'DEFAULT', 'enabled_backends')
     iniset_many(conf, {
-        'DEFAULT': {'enabled_backends':
-                    '%s:rbd, local:file, second:file' % RBD_BACKEND},
+        'DEFAULT': {'enabled_backends': '%s:rbd%s' % (
+            RBD_BACKEND, ', ' + others if others else '')},
         'glance_store': {'default_backend': default},
         RBD_BACKEND: backend,
     })
