@@ -36,13 +36,16 @@ import threading
 
 import pytest
 
-from tests import helpers
 from tests.functional import glance as glance_mod
 from tests.functional import postgres
 from tests.functional import test_concurrency
+from tests import helpers
 
 sys.path.insert(0, os.path.join(glance_mod.REPO, 'tools'))
-from lab import ceph, cephpkg, ini, nodes  # noqa: E402
+from lab import ceph  # noqa: E402
+from lab import cephpkg  # noqa: E402
+from lab import ini  # noqa: E402
+from lab import nodes  # noqa: E402
 
 pytestmark = helpers.requires_qemu_img
 
@@ -210,16 +213,15 @@ def test_stage_on_node_1_import_through_node_2(lab, images, name):
     status, body = one.upload(image_id, path, 'stage')
     assert status == 204, body
     assert os.listdir(os.path.join(lab.data_dir, 'staging')) == [image_id]
-    proxied = node_log(lab, 2).count('Proxying POST request to host %s'
-                              % one.endpoint)
+    proxy = 'Proxying POST request to host %s' % one.endpoint
+    proxied = node_log(lab, 2).count(proxy)
     status, body = two.import_(image_id)
     assert status == 202, body
     image = two.wait(image_id)
     assert (image['status'], image['virtual_size'], image['stores']) == (
         'active', vsize, nodes.RBD_BACKEND), image
     # Node 2 had no staged data: it handed the call to node 1.
-    assert node_log(lab, 2).count('Proxying POST request to host %s'
-                           % one.endpoint) == proxied + 1
+    assert node_log(lab, 2).count(proxy) == proxied + 1
     assert image_id in rbd_ls(lab)
     assert staged(lab) == []
     assert_rbd_holds_exactly_the_active_images(lab)

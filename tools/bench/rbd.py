@@ -25,18 +25,28 @@ import os
 import random
 import statistics
 
-from .images import qemu_img, qemu_vsize
-from .report import GiB, MiB, RESULTS, out, table
-from .servers import Pair, server_cpu
-from .uploads import delete, upload_create, upload_import
+from .images import qemu_img
+from .images import qemu_vsize
+from .report import GiB
+from .report import MiB
+from .report import out
+from .report import RESULTS
+from .report import table
+from .servers import Pair
+from .servers import server_cpu
+from .uploads import delete
+from .uploads import upload_create
+from .uploads import upload_import
 
 UPLOADS = (('create', upload_create), ('import', upload_import))
 SIZE = 2 * GiB
 
 
 def make_image(workdir):
-    """A 2 GiB qcow2 of random data (every cluster allocated), and a
-    small one that warms a fresh Glance up."""
+    """A 2 GiB qcow2 of random data, and a small one for warming up.
+
+    Every cluster of the large one is allocated.
+    """
     image = os.path.join(workdir, 'rbd-2g.qcow2')
     if not os.path.exists(image):
         raw = os.path.join(workdir, 'rbd-2g.raw')

@@ -372,6 +372,7 @@ class Cluster:
                             'pool %s was not active within %d s; see %s'
                             % (POOL, timeout, self.path('log')))
 
+
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m lab.ceph DIR [--port N]``: start (or
     start again) the cluster in DIR, print its ceph.conf, run until
