@@ -19,6 +19,9 @@ only in stores with the ``READ_RANDOM`` capability: ``file`` and
 ``StoreRandomGetNotSupported`` for an offset.  So:
 
 * a ``READ_RANDOM`` store: ranged reads through ``store.get``;
+* the ``rbd`` store: ``rbd.Image.read`` on the image (or its snapshot)
+  opened with the store's own connection settings
+  (:mod:`glance_vsize.glance.rbd_reader`);
 * the ``http`` store: HTTP ``Range`` requests (RFC 9110 14.2) with the
   store's own TLS and proxy settings; a server that answers a range with
   the whole body (200) is read as a stream instead;
@@ -33,6 +36,7 @@ import contextlib
 import logging
 import typing
 
+from glance_vsize.glance import rbd_reader
 from glance_vsize import inspection
 from glance_vsize import ranged
 
@@ -167,11 +171,13 @@ def _streamed(store, loc, context) -> typing.Iterator[bytes]:
 
 
 def how(store) -> str:
-    """How a store's images are read: ``offset``, ``http-range`` or
-    ``stream``."""
+    """How a store's images are read: ``offset``, ``rbd``,
+    ``http-range`` or ``stream``."""
     from glance_store import capabilities
     if store.is_capable(capabilities.BitMasks.READ_RANDOM):
         return 'offset'
+    if rbd_reader.is_rbd(store):
+        return 'rbd'
     if 'http' in store.get_schemes():
         return 'http-range'
     return 'stream'
@@ -192,9 +198,14 @@ def inspect_location(url: str, metadata: dict, length: int,
         :class:`~glance_vsize.ranged.RangedReadError`.
     """
     store, loc = find_store(url, metadata, conf)
+    mode = how(store)
+    if mode == 'rbd':
+        with rbd_reader.open_image(store, loc) as (read_at, size):
+            return ranged.inspect_image(
+                length or size, read_at=read_at, disk_format=disk_format,
+                container_format=container_format, policy=policy)
     if not length:
         length = store.get_size(loc, context=context)
-    mode = how(store)
     bare = container_format in inspection.BARE_CONTAINERS
     if mode == 'offset':
         return ranged.inspect_image(
