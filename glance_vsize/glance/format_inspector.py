@@ -51,6 +51,7 @@ from oslo_utils.imageutils import format_inspector as _oslo
 
 from glance_vsize import conf as vsize_conf
 from glance_vsize.formats import base
+from glance_vsize.formats import luks
 from glance_vsize import inspection as insp_mod
 from glance_vsize import seekable
 from glance_vsize import stream
@@ -102,10 +103,16 @@ def _policy() -> insp_mod.Policy:
         return insp_mod.DEFAULT_POLICY
 
 
-#: Checks about what the bytes are declared as.  A LUKS volume stored as
-#: raw bytes (Cinder's encrypted volumes) is not refused for being LUKS:
-#: Glance records its byte size, as without glance_vsize.
-_LUKS_AS_RAW = frozenset({'unsupported_format'})
+#: Checks that do not apply to a LUKS volume stored as raw bytes (Cinder's
+#: encrypted volumes): what the bytes are declared as, and the LUKS
+#: header's own checks, since qemu's raw driver reads the volume without
+#: opening its header.  Glance reaches ``safety_check()`` of LUKS content
+#: only when it treats the data as raw (disk_format raw: "Image claims raw
+#: disk_format but is actually luks"), and records its byte size, as the
+#: engine's verdict for LUKS declared raw does (engine.raw_view).  Checks
+#: of the engine itself (multiple_formats...) still refuse.
+_LUKS_AS_RAW = frozenset({'unsupported_format'}) | frozenset(
+    luks.LuksInspector.CHECKS)
 
 
 class EngineInspector:
