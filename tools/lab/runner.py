@@ -152,7 +152,8 @@ class Lab:
         glance_url = 'http://127.0.0.1:%d' % a.port
         template_pw = keystone.prepare(
             self.bin, self.cache, metadata.version('keystone'), self.kdir,
-            self.logdir, a.debug)
+            self.logdir, a.debug,
+            releases.get(a.release).keystone_sqlite_immediate)
         passwords, _fresh = identity.passwords(self.kdir)
         database = self._database()
         if a.database is not None:
