@@ -41,7 +41,7 @@ class BrokenPlugin:
 @dataclasses.dataclass(frozen=True)
 class GlanceRelease:
     name: str            # OpenStack release, e.g. '2025.1'
-    codename: str
+    codename: str        # '' until the release is named
     slurp: bool
     glance: int          # Glance's major version on PyPI
     #: Import plugins broken in this release's Glance itself.
@@ -51,9 +51,9 @@ class GlanceRelease:
 
     @property
     def label(self) -> str:
-        return '%s %s%s (Glance %d)' % (self.name, self.codename,
-                                        ', SLURP' if self.slurp else '',
-                                        self.glance)
+        return '%s%s%s (Glance %d)' % (
+            self.name, ' ' + self.codename if self.codename else '',
+            ', SLURP' if self.slurp else '', self.glance)
 
 
 #: Glance 30 and 31 (2025.1, 2025.2): fixed by glance commits 32793690f
@@ -100,7 +100,7 @@ RELEASES: tuple[GlanceRelease, ...] = (
                          _STANDALONE_30_32)),
     GlanceRelease('2026.1', 'Gazpacho', True, 32,
                   notes=(_415_BODY_30_32, _STANDALONE_30_32)),
-    GlanceRelease('2026.2', 'Hibiscus', False, 33,
+    GlanceRelease('2026.2', '', False, 33,
                   notes=('the parallel multi-store import ([DEFAULT] '
                          'max_parallel_stores) exists from Glance 33 only',)),
 )
