@@ -19,7 +19,6 @@ second start on the same data dir keeps users, passwords and images."""
 import json
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 
