@@ -12,7 +12,8 @@
 
 """``glance-vsize-status``'s release check: the installed Glance is a
 release glance_vsize supports, and nothing this release's Glance itself
-breaks is enabled (the table: :mod:`glance_vsize.glance.releases`)."""
+breaks is enabled (the table: :mod:`glance_vsize.glance.releases`).
+"""
 
 from glance_vsize.glance import releases
 from glance_vsize.glance.wiring import Finding
@@ -24,7 +25,8 @@ def check_release(glance: GlanceConfig,
                   version: str | None) -> list[Finding]:
     """The installed Glance (``version``) is a supported release, and no
     import plugin that this release's Glance itself breaks is enabled
-    (the table: glance_vsize.glance.releases)."""
+    (the table: glance_vsize.glance.releases).
+    """
     supported = ', '.join(r.label for r in releases.RELEASES)
     if version is None:
         return [Finding(Level.WARNING, glance.config_dir, None,

@@ -32,7 +32,8 @@ from importlib import metadata
 @dataclasses.dataclass(frozen=True)
 class BrokenPlugin:
     """A Glance import plugin that fails on this release with or without
-    glance_vsize (Glance's own bug), and the Glance change that fixes it."""
+    glance_vsize (Glance's own bug), and the Glance change that fixes it.
+    """
     name: str
     methods: tuple[str, ...]
     why: str
@@ -128,7 +129,8 @@ def by_glance_version(version: str) -> GlanceRelease | None:
 
 def installed_glance() -> str | None:
     """The version of the glance distribution installed beside this one
-    (read from its metadata; Glance is not imported), or None."""
+    (read from its metadata; Glance is not imported), or None.
+    """
     try:
         return metadata.version('glance')
     except metadata.PackageNotFoundError:

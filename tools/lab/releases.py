@@ -17,7 +17,8 @@ series and what glance_vsize does or says differently per release are in
 glance_vsize/glance/releases.py, loaded here by path.
 
 ``python3 tools/lab/releases.py shell RELEASE`` prints the table's row as
-shell assignments (standard library only: it runs before any venv)."""
+shell assignments (standard library only: it runs before any venv).
+"""
 
 import dataclasses
 import importlib.util
@@ -30,7 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 
 def _glance_releases():
     """glance_vsize.glance.releases, without importing glance_vsize (this
-    runs before any venv exists)."""
+    runs before any venv exists).
+    """
     name = 'glance_vsize_releases_table'
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, os.path.join(
@@ -76,7 +78,8 @@ class Release:
     @property
     def venv(self) -> str:
         """The newest release keeps the project's .venv (the tests',
-        tools/setup-venv's); the others get .venv-NAME."""
+        tools/setup-venv's); the others get .venv-NAME.
+        """
         return '.venv' if self.name == NEWEST else '.venv-' + self.name
 
 
