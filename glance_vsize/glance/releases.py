@@ -49,6 +49,9 @@ class GlanceRelease:
     broken_plugins: tuple[BrokenPlugin, ...] = ()
     #: Differences a deployer must know (README "Supported releases").
     notes: tuple[str, ...] = ()
+    #: Glance modules holding oslo.utils' ``format_inspector`` beyond
+    #: :data:`INSPECTOR_MODULES` (glance_vsize.glance.install rebinds it).
+    more_inspector_modules: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -88,6 +91,13 @@ _STANDALONE_30_32 = (
     'api.py); glance_vsize works the same there, but only gunicorn (WSGI) '
     'is tested')
 
+#: Glance modules holding ``format_inspector`` in every release
+#: (``git grep format_inspector`` on each branch): ImageProxy.set_data
+#: (create-image, every import's store upload, copy-image) and
+#: image_conversion's detect_file_format.
+INSPECTOR_MODULES = ('glance.location',
+                     'glance.async_.flows.plugins.image_conversion')
+
 RELEASES: tuple[GlanceRelease, ...] = (
     GlanceRelease('2025.1', 'Epoxy', True, 30,
                   broken_plugins=(_DECOMPRESSION_30_31,),
@@ -102,6 +112,8 @@ RELEASES: tuple[GlanceRelease, ...] = (
     GlanceRelease('2026.1', 'Gazpacho', True, 32,
                   notes=(_415_BODY_30_32, _STANDALONE_30_32)),
     GlanceRelease('2026.2', '', False, 33,
+                  more_inspector_modules=(
+                      'glance.async_.flows.parallel_api_image_import',),
                   notes=('the parallel multi-store import ([DEFAULT] '
                          'max_parallel_stores) exists from Glance 33 only',)),
 )
