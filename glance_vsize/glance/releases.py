@@ -16,9 +16,10 @@ integration does or says differently for one of them: the one place.
 Surveyed on the PyPI wheels (glance 30.2.0, 31.1.0, 32.0.0, 33.0.0) and
 the stable branches of openstack/glance.  The same in all four: the paste
 file (byte-identical), every glance-api.conf option the integration sets,
-the import flow and the arguments it gives plugins, the notifier, and
-where Glance calls oslo.utils' format_inspector; so the paste filter, the
-import plugin and ``etc/*.patch`` are the same on every release.  What
+the import flow and the arguments it gives plugins and the notifier; so
+the paste filter, the import plugin and ``etc/*.patch`` are the same on
+every release.  Where Glance holds oslo.utils' format_inspector differs
+(``more_inspector_modules``).  What
 differs is below, as a deployer meets it.
 
 Standard library only (no Glance import): ``glance-vsize-status`` and
@@ -80,8 +81,9 @@ _HYBRID_ISO_30_31 = (
     "Glance's own set_data check (oslo.utils format_inspector, "
     "data.format) raises 'Multiple formats detected: gpt,iso' on a "
     'hybrid ISO: with require_image_format_match = True Glance 30 and 31 '
-    'refuse every hybrid ISO upload with 415 (the fix is on '
-    'stable/2025.1 and stable/2025.2, unreleased)')
+    'alone refuse every hybrid ISO upload with 415 (the fix is on '
+    'stable/2025.1 and stable/2025.2, unreleased); with glance_vsize in '
+    'place its engine gives one verdict, ISO')
 _415_BODY_30_32 = (
     "Glance's own 415 refusals (safety checks) carry no reason in the "
     "response body before Glance 33 (HTTPUnsupportedMediaType(explanation="
