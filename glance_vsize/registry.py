@@ -18,6 +18,11 @@ where plugins add theirs.  They run in the order of their
 :attr:`~glance_vsize.formats.base.FormatInspector.order`, then by name.
 """
 
+# Annotations stay strings: stevedore's ExtensionManager is generic
+# (subscriptable) from stevedore 5.7 (2026.1) only; 2025.1 and 2025.2
+# pin 5.4.1 and 5.5.0.
+from __future__ import annotations
+
 from importlib import metadata
 import logging
 from typing import Any

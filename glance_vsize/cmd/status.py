@@ -31,6 +31,8 @@ from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
 
 from glance_vsize.glance import paste_wiring
+from glance_vsize.glance import release_check
+from glance_vsize.glance import releases
 from glance_vsize.glance import wiring
 from glance_vsize.glance.wiring import Finding
 from glance_vsize.glance.wiring import Level
@@ -169,9 +171,14 @@ class Checks(upgradecheck.UpgradeCommands):
     def _check_options(self) -> upgradecheck.Result:
         return self._result(wiring.check_options)
 
+    def _check_release(self) -> upgradecheck.Result:
+        return self._result(release_check.check_release,
+                            releases.installed_glance())
+
 
 # Outside the class body, whose names a generator expression cannot see.
 Checks._upgrade_checks = (
+    ('Glance release', Checks._check_release),
     ('Paste file loads', Checks._check_paste_loads),
     ('Paste filter after context', Checks._check_paste_filter),
     ('Import plugin glance_vsize', Checks._check_import_plugin),

@@ -44,16 +44,17 @@ import logging
 import threading
 
 from glance_vsize.glance import format_inspector
+from glance_vsize.glance import releases
 
 LOG = logging.getLogger(__name__)
 
 #: Glance modules holding ``format_inspector``, and whether every supported
-#: release has them (a missing optional one is skipped quietly).
-TARGETS: tuple[tuple[str, bool], ...] = (
-    ('glance.location', True),
-    ('glance.async_.flows.plugins.image_conversion', True),
-    ('glance.async_.flows.parallel_api_image_import', False),
-)
+#: release has them (a missing optional one is skipped quietly); the
+#: per-release table is glance_vsize.glance.releases.
+TARGETS: tuple[tuple[str, bool], ...] = tuple(
+    (name, True) for name in releases.INSPECTOR_MODULES) + tuple(
+    (name, False) for name in dict.fromkeys(
+        m for r in releases.RELEASES for m in r.more_inspector_modules))
 
 _LOCK = threading.Lock()
 _INSTALLED: list[str] = []

@@ -24,3 +24,37 @@ def corpus(tmp_path_factory):
     once for every functional test module; read-only for the tests."""
     outdir = str(tmp_path_factory.mktemp('images'))
     return outdir, imagegen.build(outdir, huge=False)
+
+
+# Releases ------------------------------------------------------------------
+# $GLANCE_RELEASE picks the release (tests/functional/glance.py).  Two
+# markers, listed in README "Supported releases":
+#   @pytest.mark.slow_newest_only: among the slowest tests; left out on the
+#       older releases (run on the newest only) to keep CI's time.
+#   @pytest.mark.glance_fixed_in('R', 'why'): needs a Glance fix first
+#       released in R; skipped before R with Glance's reason.
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'slow_newest_only: one of the slowest functional tests, '
+        'run on the newest release only (GLANCE_RELEASE)')
+    config.addinivalue_line(
+        'markers', 'glance_fixed_in(release, why): needs a Glance fix '
+        'first released in RELEASE; skipped on older releases')
+
+
+def pytest_collection_modifyitems(config, items):
+    from tests.functional.glance import RELEASE
+    from tests.functional.glance import releases
+    order = list(releases.RELEASES)
+    newest = RELEASE.name == releases.NEWEST
+    for item in items:
+        if not newest and item.get_closest_marker('slow_newest_only'):
+            item.add_marker(pytest.mark.skip(
+                reason='slow_newest_only: run on %s only, not on %s'
+                % (releases.NEWEST, RELEASE.name)))
+        fixed = item.get_closest_marker('glance_fixed_in')
+        if fixed and order.index(RELEASE.name) < order.index(fixed.args[0]):
+            item.add_marker(pytest.mark.skip(
+                reason='Glance of %s: %s (fixed in %s)'
+                % (RELEASE.name, fixed.args[1], fixed.args[0])))

@@ -16,7 +16,11 @@ tools/run-glance in a temporary data directory on free loopback ports,
 driven over HTTP with a Keystone token and with the openstack CLI of the
 project's virtualenv, as the lab's member user (``DIR/openrc-member``:
 only the member role in its project) unless a test asks for the admin
-(:meth:`Glance.as_admin`)."""
+(:meth:`Glance.as_admin`).
+
+The OpenStack release is $GLANCE_RELEASE (default: the newest; the table
+is tools/lab/releases.py): run-glance --release and that release's
+openstack CLI (its venv's)."""
 
 import copy
 import http.client
@@ -33,7 +37,12 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-VENV_BIN = os.path.dirname(sys.executable)
+sys.path.insert(0, os.path.join(REPO, 'tools'))
+from lab import releases  # noqa: E402
+
+#: The release under test (tools/run-glance --release).
+RELEASE = releases.get(os.environ.get('GLANCE_RELEASE') or releases.NEWEST)
+VENV_BIN = os.path.join(REPO, RELEASE.venv, 'bin')
 
 
 def free_port():
@@ -68,8 +77,9 @@ class Glance:
         self.openrc = openrc
         self._auth = {'lock': threading.Lock()}
         self.proc = subprocess.Popen(
-            [os.path.join(REPO, 'tools', 'run-glance'), '--port',
-             str(self.port), '--data-dir', self.data_dir] + list(extra_args),
+            [os.path.join(REPO, 'tools', 'run-glance'), '--release',
+             RELEASE.name, '--port', str(self.port), '--data-dir',
+             self.data_dir] + list(extra_args),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output = []
         self.started = time.monotonic()

@@ -167,6 +167,7 @@ def _log_lines(glance, pattern):
     return found
 
 
+@pytest.mark.slow_newest_only
 def test_concurrent_uploads_on_postgresql_with_two_workers(glance, corpus,
                                                            pg):
     outdir, entries = corpus

@@ -19,7 +19,6 @@ second start on the same data dir keeps users, passwords and images."""
 import json
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -62,14 +61,16 @@ def test_identity_stop_and_restart_on_the_same_dir(tmp_path):
         assert json.loads(proc.stdout)['id'] == image_id
         with open(data / 'openrc-member') as f:
             openrc = f.read()
-        # run-glance's config dir (the wheel's files + etc/*.patch) passes
-        # the wiring check a deployer runs.
+        # run-glance's config dir (this release's wheel's files +
+        # etc/*.patch) passes the wiring check a deployer runs, with the
+        # release's own Glance, which the check names.
         status = subprocess.run(
-            [os.path.join(os.path.dirname(sys.executable),
-                          'glance-vsize-status'), 'upgrade', 'check',
-             '--config-dir', str(data / 'etc')],
+            [os.path.join(glance_mod.VENV_BIN, 'glance-vsize-status'),
+             'upgrade', 'check', '--config-dir', str(data / 'etc')],
             capture_output=True, text=True, timeout=300)
         assert status.returncode == 0, status.stdout + status.stderr
+        assert 'Glance %d.' % glance_mod.RELEASE.glance_release.glance in \
+            status.stdout, status.stdout
     finally:
         glance.stop()
     assert not _answers(auth_url), 'Keystone still answers after stop'

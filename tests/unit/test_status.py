@@ -25,6 +25,8 @@ import sys
 
 import pytest
 
+from glance_vsize.glance import release_check
+from glance_vsize.glance import releases
 from glance_vsize.glance import wiring
 
 WHEEL_ETC = pathlib.Path(sys.prefix) / 'etc' / 'glance'
@@ -39,6 +41,16 @@ PLUGIN = 'Import plugin glance_vsize'
 FORMAT_MATCH = 'Glance setting [image_format] require_image_format_match'
 DRIVER = 'Glance setting [oslo_messaging_notifications] driver'
 OPTIONS = 'Options [glance_vsize]'
+RELEASE = 'Glance release'
+
+#: The installed Glance (each supported release's venv runs these tests:
+#: tools/run-release-tests) and the plugins its documented wiring lists:
+#: none that this release's Glance itself breaks.
+GLANCE_VERSION = releases.installed_glance() or ''
+INSTALLED = releases.by_glance_version(GLANCE_VERSION)
+BROKEN = {b.name for b in INSTALLED.broken_plugins} if INSTALLED else set()
+PLUGINS = ', '.join(p for p in ('image_decompression', 'glance_vsize',
+                                'image_conversion') if p not in BROKEN)
 
 pytestmark = pytest.mark.skipif(
     not (WHEEL_ETC / 'glance-api-paste.ini').is_file(),
@@ -100,7 +112,7 @@ GOOD_API = (('paste_deploy', 'flavor = keystone'), OWN_DRIVER) + tuple(
 
 
 def config_dir(tmp_path, paste_text=None, api=GOOD_API,
-               plugins='image_decompression, glance_vsize, image_conversion',
+               plugins=PLUGINS,
                import_extra=()):
     etc = tmp_path / 'etc'
     etc.mkdir()
@@ -142,9 +154,12 @@ def test_documented_wiring_succeeds(tmp_path):
     proc = status(etc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = checks(proc)
-    assert set(found) == {PASTE, LOADS, PLUGIN, FORMAT_MATCH, DRIVER,
-                          OPTIONS}
+    assert set(found) == {RELEASE, PASTE, LOADS, PLUGIN, FORMAT_MATCH,
+                          DRIVER, OPTIONS}
     assert all(code == 0 for code, _ in found.values()), found
+    assert INSTALLED is not None, GLANCE_VERSION
+    assert 'Glance %s: %s' % (GLANCE_VERSION, INSTALLED.label) in \
+        found[RELEASE][1]
     assert 'keystone = cors http_proxy_to_wsgi versionnegotiation ' \
         'osprofiler authtoken context vsize rootapp' in found[LOADS][1]
 
@@ -425,3 +440,33 @@ def test_pipeline_sections_of_older_paste_files(tmp_path):
          'are not inspected'),
         (wiring.Level.WARNING, 'pipeline:glance-api-keystone+caching has '
          'check after context, but not right after it')]
+
+
+@pytest.mark.parametrize('release', releases.RELEASES,
+                         ids=[r.name for r in releases.RELEASES])
+def test_release_check_names_plugins_the_release_breaks(tmp_path, release):
+    """On the installed wheel's files, as each release's Glance: a plugin
+    that release's Glance breaks (Glance 30/31's image_decompression) is a
+    warning with the edit that leaves it out; other releases are fine."""
+    etc = config_dir(tmp_path, plugins='image_decompression, glance_vsize')
+    version = '%d.0.0' % release.glance
+    found = release_check.check_release(wiring.GlanceConfig(str(etc)),
+                                        version)
+    if not release.broken_plugins:
+        assert [f.level for f in found] == [wiring.Level.OK], found
+        assert release.label in found[0].problem
+        return
+    assert [f.level for f in found] == [wiring.Level.WARNING], found
+    details = found[0].render()
+    assert 'image_decompression' in details and 'fixed in Glance 32' in \
+        details, details
+    assert_edit(details, etc / 'glance-image-import.conf',
+                'image_import_opts', 'image_import_plugins = [glance_vsize]')
+
+
+def test_release_check_warns_on_an_untested_glance(tmp_path):
+    etc = config_dir(tmp_path)
+    found = release_check.check_release(wiring.GlanceConfig(str(etc)),
+                                        '29.1.0')
+    assert [f.level for f in found] == [wiring.Level.WARNING]
+    assert 'Glance 29.1.0 is not a release' in found[0].problem

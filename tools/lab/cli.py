@@ -10,15 +10,16 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""``tools/run-glance``: a real Glance 33 API and a real Keystone on
-127.0.0.1, with glance_vsize (the options are in :func:`parser`)."""
+"""``tools/run-glance``: a real Glance API (any supported release) and a
+real Keystone on 127.0.0.1, with glance_vsize (the options are in
+:func:`parser`)."""
 
 import argparse
 import os
 import subprocess
 import sys
 
-from . import REPO
+from . import REPO, releases
 
 DESCRIPTION = '''\
 Run a REAL Glance API (gunicorn, Glance's keystone paste flavor and
@@ -46,6 +47,13 @@ runs, in another shell:
       --container-format bare --file x.qcow2 name
   .venv/bin/openstack image create --import --disk-format qcow2 \\
       --container-format bare --file x.qcow2 name      # glance-direct
+
+--release R runs OpenStack release R's Glance and Keystone (glance 30 and
+keystone 27 for 2025.1, 31/28 for 2025.2, 32/29 for 2026.1, 33/30 for
+2026.2), installed under R's upper-constraints (tools/constraints/R.txt)
+into .venv-R (the newest, the default, into .venv) by
+tools/setup-release-venv.  A DIR belongs to one release: its databases
+are synced by that release.
 
 Environment: RUN_GLANCE_PYTHON (python for the venv, default python3),
 RUN_GLANCE_READY_TIMEOUT (seconds, default 120).'''
@@ -78,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='tools/run-glance', description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--release', choices=list(releases.RELEASES),
+                   default=releases.NEWEST,
+                   help='the OpenStack release of Glance and Keystone '
+                        '(default %s, the newest)' % releases.NEWEST)
     p.add_argument('--port', type=_port, default=9292,
                    help='Glance listens on 127.0.0.1:N (default 9292)')
     p.add_argument('--keystone-port', type=_port, default=None,

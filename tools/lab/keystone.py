@@ -64,15 +64,18 @@ password_hash_rounds = 4
 '''
 
 
-def write_conf(kdir: str, logdir: Optional[str], debug: bool) -> str:
-    """keystone.conf for a Keystone whose state lives in ``kdir``."""
+def write_conf(kdir: str, logdir: Optional[str], debug: bool,
+               immediate: bool = True) -> str:
+    """keystone.conf for a Keystone whose state lives in ``kdir``;
+    ``immediate``: sqlite transactions begin IMMEDIATE (not on every
+    release: :mod:`releases`)."""
     conf = os.path.join(kdir, 'keystone.conf')
     keys = os.path.join(kdir, 'fernet-keys')
     values = {
         'debug': debug,
         'log': 'log_file = %s\n' % os.path.join(logdir, 'keystone.log')
         if logdir else '',
-        'db': sqlite.url(os.path.join(kdir, 'keystone.sqlite')),
+        'db': sqlite.url(os.path.join(kdir, 'keystone.sqlite'), immediate),
         'keys': keys, 'creds': os.path.join(kdir, 'credential-keys')}
     with open(conf, 'w') as f:
         f.write(_CONF % values)
@@ -118,7 +121,8 @@ def template(bin_dir: str, cache_dir: str, version: str) -> str:
 
 
 def prepare(bin_dir: str, cache_dir: str, version: str, kdir: str,
-            logdir: str, debug: bool) -> Optional[str]:
+            logdir: str, debug: bool, immediate: bool = True
+            ) -> Optional[str]:
     """Keystone's state in ``kdir``, copied from the template when there
     is none, else kept.  Returns the template's admin password until
     :func:`admin_password_set` (the first start replaces it), else None.
@@ -137,7 +141,7 @@ def prepare(bin_dir: str, cache_dir: str, version: str, kdir: str,
         with open(pending, 'w') as f:
             f.write(password)
         sqlite.copy_db(os.path.join(tpl, 'keystone.sqlite'), db)
-    write_conf(kdir, logdir, debug)
+    write_conf(kdir, logdir, debug, immediate)
     try:
         with open(pending) as f:
             return f.read()

@@ -19,7 +19,8 @@ import sys
 import time
 from importlib import metadata
 
-from . import glance_etc, identity, keystone, nodes, server, sqlite
+from . import (glance_etc, identity, keystone, nodes, releases, server,
+               sqlite)
 
 
 def say(text: str) -> None:
@@ -40,6 +41,40 @@ class Lab:
         self.ceph = None
 
     # ------------------------------------------------------------ setup
+    def _check_release(self) -> None:
+        """This venv has the --release's Glance and Keystone (run-glance
+        picks the venv; python -m lab run by hand may not)."""
+        release = releases.get(self.args.release)
+        for spec in (release.glance, release.keystone):
+            name, series = spec.split('==')
+            have = metadata.version(name)
+            if have.split('.')[0] != series.split('.')[0]:
+                raise RuntimeError(
+                    '--release %s needs %s, %s has %s %s (tools/run-glance '
+                    '--release %s installs it into %s)' % (
+                        release.name, spec, sys.prefix, name, have,
+                        release.name, release.venv))
+        say('release %s (%s): glance %s, keystone %s' % (
+            release.name, release.codename, metadata.version('glance'),
+            metadata.version('keystone')))
+
+    def _claim_dir(self) -> None:
+        """DIR/release names the release whose schemas DIR's databases
+        have; another release's lab refuses the DIR."""
+        path = os.path.join(self.data, 'release')
+        try:
+            with open(path) as f:
+                owner = f.read().strip()
+        except FileNotFoundError:
+            with open(path, 'w') as f:
+                f.write(self.args.release + '\n')
+            return
+        if owner != self.args.release:
+            raise RuntimeError(
+                '%s holds a %s lab (its databases have that release\'s '
+                'schemas); use another --data-dir for --release %s'
+                % (self.data, owner, self.args.release))
+
     def _dirs(self) -> None:
         for name in ('etc', 'log', 'images', 'images-second', 'staging',
                      'tasks', 'locks', 'keystone'):
@@ -100,7 +135,9 @@ class Lab:
     def _run(self) -> int:
         a = self.args
         t0 = time.monotonic()
+        self._check_release()
         self._dirs()
+        self._claim_dir()
         ports = [a.port + i for i in range(a.nodes)]
         for port in ports:
             if server.answers(port) or not nodes.bindable(port):
@@ -115,7 +152,8 @@ class Lab:
         glance_url = 'http://127.0.0.1:%d' % a.port
         template_pw = keystone.prepare(
             self.bin, self.cache, metadata.version('keystone'), self.kdir,
-            self.logdir, a.debug)
+            self.logdir, a.debug,
+            releases.get(a.release).keystone_sqlite_immediate)
         passwords, _fresh = identity.passwords(self.kdir)
         database = self._database()
         if a.database is not None:

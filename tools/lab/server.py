@@ -22,6 +22,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from importlib import metadata
+
+from . import releases
 
 
 def free_port() -> int:
@@ -47,9 +50,8 @@ def gunicorn(bin_dir: str, app: str, port: int, error_log: str,
              extra: tuple = ()) -> subprocess.Popen:
     """Start gunicorn serving ``app`` (module:variable).
 
-    --no-control-socket: gunicorn 27 otherwise puts every instance's
-    control socket at one path (~/.gunicorn/gunicorn.ctl), shared by every
-    Glance and Keystone on the machine.  gthread workers: Glance runs an
+    Version-dependent flags (--no-control-socket from gunicorn 27): see
+    :func:`releases.gunicorn_flags`.  gthread workers: Glance runs an
     import task in a thread pool of the worker that received the call.
     """
     cmd = [os.path.join(bin_dir, 'gunicorn'),
@@ -57,7 +59,9 @@ def gunicorn(bin_dir: str, app: str, port: int, error_log: str,
            '--worker-class', 'gthread', '--threads', '4',
            '--timeout', '600', '--graceful-timeout', '30',
            '--error-logfile', error_log, '--access-logfile', access_log,
-           '--pid', pidfile, '--no-control-socket', *extra, app]
+           '--pid', pidfile,
+           *releases.gunicorn_flags(metadata.version('gunicorn')), *extra,
+           app]
     return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
 

@@ -47,10 +47,12 @@ BUSY_TIMEOUT = 60
 PLUGIN = 'lab_sqlite_immediate'
 
 
-def url(path: str) -> str:
-    """SQLAlchemy URL of the sqlite file at ``path``, with the timeout."""
-    return 'sqlite:///%s?timeout=%d&plugin=%s' % (
-        os.path.abspath(path), BUSY_TIMEOUT, PLUGIN)
+def url(path: str, immediate: bool = True) -> str:
+    """SQLAlchemy URL of the sqlite file at ``path``, with the timeout
+    and, when ``immediate``, the plugin."""
+    return 'sqlite:///%s?timeout=%d%s' % (
+        os.path.abspath(path), BUSY_TIMEOUT,
+        '&plugin=' + PLUGIN if immediate else '')
 
 
 def enable_wal(path: str) -> None:
