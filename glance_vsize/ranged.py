@@ -40,6 +40,7 @@ import typing
 from glance_vsize import engine
 from glance_vsize.formats import base
 from glance_vsize import inspection
+from glance_vsize import push
 from glance_vsize import registry
 
 #: ``read_at(offset, length) -> bytes``: the bytes of the image at
@@ -181,7 +182,7 @@ class _Cache:
             self.held -= len(self.chunks.pop(0)[1])
 
 
-def _region(request: typing.Any, length: int
+def _region(request: base.Request, length: int
             ) -> typing.Optional[typing.Tuple[int, int]]:
     """The byte range a request needs, or None for LENGTH."""
     if isinstance(request, base.Read):
@@ -191,17 +192,19 @@ def _region(request: typing.Any, length: int
     return None
 
 
-def _answer(cache: _Cache, request: typing.Any, length: int) -> typing.Any:
+def _answer(cache: _Cache, request: base.Request,
+            length: int) -> typing.Union[int, bytes]:
     if request is base.LENGTH:
         return length
-    start, end = _region(request, length)
+    start, end = typing.cast(typing.Tuple[int, int], _region(request, length))
     return cache.get(start, end - start) if start < length else b''
 
 
 def inspect_ranged(read_at: ReadAt, length: int,
                    disk_format: typing.Optional[str] = None,
                    policy: typing.Optional[inspection.Policy] = None,
-                   inspectors: typing.Optional[list] = None
+                   inspectors: typing.Optional[
+                       typing.Iterable[base.FormatInspector]] = None
                    ) -> RangedInspection:
     """Inspect a bare image of ``length`` bytes through ``read_at``.
 
@@ -235,6 +238,7 @@ def inspect_streamed(chunks: typing.Iterable[bytes],
                      ) -> RangedInspection:
     """Inspect an image read from start to end (a container, or a store
     that cannot seek); stops reading as soon as the image is refused."""
+    inspector: push.PushInspector
     if container_format in inspection.BARE_CONTAINERS:
         from glance_vsize import stream
         inspector = stream.StreamInspector(disk_format, policy)
