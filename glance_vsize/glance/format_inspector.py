@@ -45,7 +45,7 @@ import contextlib
 import contextvars
 import logging
 import os
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, cast, Iterator, Optional
 
 from oslo_utils.imageutils import format_inspector as _oslo
 
@@ -128,7 +128,8 @@ class EngineInspector:
     @classmethod
     def from_verdict(cls, verdict: insp_mod.Inspection,
                      length: int) -> 'EngineInspector':
-        kind = ALL_FORMATS.get(verdict.format) or _kind(verdict.format)
+        fmt = cast(str, verdict.format)
+        kind = ALL_FORMATS.get(fmt) or _kind(fmt)
         return kind(verdict, length)
 
     @classmethod

@@ -79,7 +79,7 @@ def install() -> list[str]:
                 LOG.error('glance_vsize: %s has no format_inspector; this '
                           'Glance is not one glance_vsize knows', name)
                 continue
-            module.format_inspector = format_inspector
+            setattr(module, 'format_inspector', format_inspector)
             done.append(name)
         _INSTALLED.extend(done)
         LOG.info('glance_vsize answers format inspection in %s',

@@ -146,7 +146,7 @@ def _get_image(request, image_id):
         return None
 
 
-_ENFORCER = []
+_ENFORCER: list[typing.Any] = []
 
 
 def _may_read(request, image, url, method) -> bool:

@@ -261,7 +261,7 @@ class GlanceConfig:
                 found = path
         return found
 
-    def value(self, group: str, name: str):
+    def value(self, group: str | None, name: str):
         """The option's value; a bad value raises WiringError naming the
         file that sets it."""
         try:
