@@ -86,7 +86,8 @@ class RangedInspection:
 
 class _Cache:
     """The bytes already read, as disjoint ``(start, data)`` in the order
-    they were read (the oldest is dropped first)."""
+    they were read (the oldest is dropped first).
+    """
 
     def __init__(self, read_at: ReadAt, length: int) -> None:
         self.read_at = read_at
@@ -107,7 +108,8 @@ class _Cache:
     def missing(self, offset: int, length: int
                 ) -> typing.List[typing.Tuple[int, int]]:
         """The parts of ``[offset, offset + length)`` (clamped to the
-        image) not held, as ``(start, end)``."""
+        image) not held, as ``(start, end)``.
+        """
         end = min(offset + length, self.length)
         gaps = []
         while offset < end:
@@ -123,7 +125,8 @@ class _Cache:
 
     def get(self, offset: int, length: int) -> bytes:
         """Held bytes of ``[offset, offset + length)``, clamped to the
-        image; call after :meth:`fetch` made them present."""
+        image; call after :meth:`fetch` made them present.
+        """
         end = min(offset + length, self.length)
         parts = []
         while offset < end:
@@ -142,7 +145,8 @@ class _Cache:
 
     def fetch(self, ranges: typing.Iterable[typing.Tuple[int, int]]) -> None:
         """Read the ranges ``(start, end)`` not yet held: widened to
-        granules, merged when close, each read at most once."""
+        granules, merged when close, each read at most once.
+        """
         wanted = []
         for start, end in ranges:
             for lo, hi in self.missing(start, end - start):
@@ -237,7 +241,8 @@ def inspect_streamed(chunks: typing.Iterable[bytes],
                      container_format: typing.Optional[str] = None
                      ) -> RangedInspection:
     """Inspect an image read from start to end (a container, or a store
-    that cannot seek); stops reading as soon as the image is refused."""
+    that cannot seek); stops reading as soon as the image is refused.
+    """
     inspector: push.PushInspector
     if container_format in inspection.BARE_CONTAINERS:
         from glance_vsize import stream

@@ -73,16 +73,18 @@ def add_parser(
 
 def load_conf(config_dir: str) -> 'cfg.ConfigOpts':
     """Glance's configuration from ``config_dir``, as glance-api reads
-    it; the stores created."""
+    it; the stores created.
+    """
     api_conf = os.path.join(config_dir, CONFIG_FILES[0])
     if not os.path.isfile(api_conf):
         raise ConfigError('%s: no such file' % api_conf)
-    from oslo_config import cfg
     # Glance's modules register options (some on the command line) when
     # imported: import them before the configuration is parsed.
+    from glance.common import config as glance_config
     import glance.context  # noqa: F401
     import glance.db  # noqa: F401
-    from glance.common import config as glance_config
+    from oslo_config import cfg
+
     from glance_vsize import conf as vsize_conf
     from glance_vsize.glance import store_reader
     conf = cfg.CONF

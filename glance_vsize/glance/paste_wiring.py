@@ -42,7 +42,8 @@ class Pipeline:
 
 def read_paste(path: str) -> configparser.RawConfigParser:
     """The paste file, parsed as paste.deploy parses it (strictly, keys
-    keeping their case)."""
+    keeping their case).
+    """
     parser = configparser.RawConfigParser(strict=True, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
