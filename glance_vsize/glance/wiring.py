@@ -431,4 +431,3 @@ def check_options(glance: GlanceConfig) -> list[Finding]:
                                 'the options do not make a policy: %s' % exc))
     return findings or [Finding(Level.OK, glance.api_conf, group,
                                 'the options load and validate')]
-
