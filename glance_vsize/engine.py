@@ -152,7 +152,8 @@ def raw_view(containers: list[base.Probe], contents: list[base.Probe],
 
 def compatible(declared: str | None, detected: str) -> bool:
     """Whether content of format ``detected`` may be uploaded as
-    ``declared``.  qemu reads ISO images as raw, so raw accepts them."""
+    ``declared``.  qemu reads ISO images as raw, so raw accepts them.
+    """
     if declared is None or declared == detected:
         return True
     return declared in insp_mod.RAW_LIKE and detected in ('raw', 'iso')

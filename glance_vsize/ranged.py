@@ -40,6 +40,7 @@ import typing
 from glance_vsize import engine
 from glance_vsize.formats import base
 from glance_vsize import inspection
+from glance_vsize import push
 from glance_vsize import registry
 
 #: ``read_at(offset, length) -> bytes``: the bytes of the image at
@@ -85,7 +86,8 @@ class RangedInspection:
 
 class _Cache:
     """The bytes already read, as disjoint ``(start, data)`` in the order
-    they were read (the oldest is dropped first)."""
+    they were read (the oldest is dropped first).
+    """
 
     def __init__(self, read_at: ReadAt, length: int) -> None:
         self.read_at = read_at
@@ -106,7 +108,8 @@ class _Cache:
     def missing(self, offset: int, length: int
                 ) -> typing.List[typing.Tuple[int, int]]:
         """The parts of ``[offset, offset + length)`` (clamped to the
-        image) not held, as ``(start, end)``."""
+        image) not held, as ``(start, end)``.
+        """
         end = min(offset + length, self.length)
         gaps = []
         while offset < end:
@@ -122,7 +125,8 @@ class _Cache:
 
     def get(self, offset: int, length: int) -> bytes:
         """Held bytes of ``[offset, offset + length)``, clamped to the
-        image; call after :meth:`fetch` made them present."""
+        image; call after :meth:`fetch` made them present.
+        """
         end = min(offset + length, self.length)
         parts = []
         while offset < end:
@@ -141,7 +145,8 @@ class _Cache:
 
     def fetch(self, ranges: typing.Iterable[typing.Tuple[int, int]]) -> None:
         """Read the ranges ``(start, end)`` not yet held: widened to
-        granules, merged when close, each read at most once."""
+        granules, merged when close, each read at most once.
+        """
         wanted = []
         for start, end in ranges:
             for lo, hi in self.missing(start, end - start):
@@ -181,7 +186,7 @@ class _Cache:
             self.held -= len(self.chunks.pop(0)[1])
 
 
-def _region(request: typing.Any, length: int
+def _region(request: base.Request, length: int
             ) -> typing.Optional[typing.Tuple[int, int]]:
     """The byte range a request needs, or None for LENGTH."""
     if isinstance(request, base.Read):
@@ -191,17 +196,19 @@ def _region(request: typing.Any, length: int
     return None
 
 
-def _answer(cache: _Cache, request: typing.Any, length: int) -> typing.Any:
+def _answer(cache: _Cache, request: base.Request,
+            length: int) -> typing.Union[int, bytes]:
     if request is base.LENGTH:
         return length
-    start, end = _region(request, length)
+    start, end = typing.cast(typing.Tuple[int, int], _region(request, length))
     return cache.get(start, end - start) if start < length else b''
 
 
 def inspect_ranged(read_at: ReadAt, length: int,
                    disk_format: typing.Optional[str] = None,
                    policy: typing.Optional[inspection.Policy] = None,
-                   inspectors: typing.Optional[list] = None
+                   inspectors: typing.Optional[
+                       typing.Iterable[base.FormatInspector]] = None
                    ) -> RangedInspection:
     """Inspect a bare image of ``length`` bytes through ``read_at``.
 
@@ -234,7 +241,9 @@ def inspect_streamed(chunks: typing.Iterable[bytes],
                      container_format: typing.Optional[str] = None
                      ) -> RangedInspection:
     """Inspect an image read from start to end (a container, or a store
-    that cannot seek); stops reading as soon as the image is refused."""
+    that cannot seek); stops reading as soon as the image is refused.
+    """
+    inspector: push.PushInspector
     if container_format in inspection.BARE_CONTAINERS:
         from glance_vsize import stream
         inspector = stream.StreamInspector(disk_format, policy)

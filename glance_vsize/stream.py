@@ -31,7 +31,7 @@ from typing import Any
 
 from glance_vsize import containers
 from glance_vsize import inspection
-from glance_vsize.push import StreamInspector  # noqa: F401
+from glance_vsize.push import StreamInspector as StreamInspector  # noqa: F401
 
 #: Chunk size used when iterating over a file-like source.
 CHUNK_SIZE = 65536

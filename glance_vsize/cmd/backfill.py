@@ -22,16 +22,20 @@ glance-image-import.conf).  Exit status: 0 done, 3 when unsafe images
 were found, 2 for usage or configuration errors.
 """
 
+import argparse
 import concurrent.futures
 import json
 import logging
 import os
 import sys
 import time
-import warnings
 import typing
+import warnings
 
 from glance_vsize.glance import backfill
+
+if typing.TYPE_CHECKING:
+    from oslo_config import cfg
 
 MiB = 1 << 20
 #: Exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
@@ -45,10 +49,12 @@ class ConfigError(Exception):
     """The configuration directory cannot be used (exit status 2)."""
 
 
-def add_parser(sub) -> None:
+def add_parser(
+        sub: 'argparse._SubParsersAction[typing.Any]'
+) -> None:
     cmd = sub.add_parser(
         'backfill', help='set virtual_size on images already in Glance',
-        description=__doc__.split('\n\n')[0])
+        description=(__doc__ or '').split('\n\n')[0])
     cmd.add_argument('--config-dir', required=True, metavar='DIR',
                      help="the directory of the deployment's "
                           'glance-api.conf')
@@ -65,18 +71,20 @@ def add_parser(sub) -> None:
                      help='one JSON object per image per line')
 
 
-def load_conf(config_dir: str):
+def load_conf(config_dir: str) -> 'cfg.ConfigOpts':
     """Glance's configuration from ``config_dir``, as glance-api reads
-    it; the stores created."""
+    it; the stores created.
+    """
     api_conf = os.path.join(config_dir, CONFIG_FILES[0])
     if not os.path.isfile(api_conf):
         raise ConfigError('%s: no such file' % api_conf)
-    from oslo_config import cfg
     # Glance's modules register options (some on the command line) when
     # imported: import them before the configuration is parsed.
+    from glance.common import config as glance_config
     import glance.context  # noqa: F401
     import glance.db  # noqa: F401
-    from glance.common import config as glance_config
+    from oslo_config import cfg
+
     from glance_vsize import conf as vsize_conf
     from glance_vsize.glance import store_reader
     conf = cfg.CONF
@@ -96,7 +104,8 @@ def load_conf(config_dir: str):
 class Report:
     """Progress on a terminal, then a table; or JSON lines."""
 
-    def __init__(self, as_json: bool, out, err) -> None:
+    def __init__(self, as_json: bool, out: typing.TextIO,
+                 err: typing.TextIO) -> None:
         self.as_json = as_json
         self.out, self.err = out, err
         self.tty = err.isatty()
@@ -137,12 +146,12 @@ class Report:
             ' (dry run: nothing written)' if dry_run else ''))
 
 
-def _line(cells) -> str:
+def _line(cells: typing.Iterable[object]) -> str:
     return '  '.join(str(c).ljust(w) for c, (_, w) in
                      zip(cells, COLUMNS)).rstrip() + '\n'
 
 
-def _cells(row: backfill.Outcome) -> list:
+def _cells(row: backfill.Outcome) -> typing.List[object]:
     if row.failures:
         verdict = '%s: %s' % (row.action, '; '.join(
             '%s: %s' % item for item in sorted(row.failures.items())))
@@ -153,11 +162,13 @@ def _cells(row: backfill.Outcome) -> list:
             row.bytes_read, verdict]
 
 
-def _size(value) -> str:
+def _size(value: typing.Optional[int]) -> str:
     return '-' if value is None else str(value)
 
 
-def run(args, out=None, err=None) -> int:
+def run(args: argparse.Namespace,
+        out: typing.Optional[typing.TextIO] = None,
+        err: typing.Optional[typing.TextIO] = None) -> int:
     """The ``backfill`` command; returns the exit status."""
     from glance_vsize.cmd import cli
     out, err = out or sys.stdout, err or sys.stderr
@@ -191,7 +202,8 @@ def run(args, out=None, err=None) -> int:
     every = args.every or bool(args.image)
     report = Report(args.json, out, err)
     pool = concurrent.futures.ThreadPoolExecutor(args.concurrency)
-    pending: set = set()
+    pending: typing.Set[
+        'concurrent.futures.Future[backfill.Outcome]'] = set()
     try:
         for image_id in ids:
             pending.add(pool.submit(backfill.backfill_one, catalogue,

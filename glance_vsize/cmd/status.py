@@ -49,7 +49,8 @@ def paste_loads(glance: wiring.GlanceConfig) -> list[Finding]:
     """Resolve, with paste.deploy's own loader, every section glance-api
     would load for the configured flavor: the application, the composite
     of pipelines, and every filter and application of the selected
-    pipeline (importing their factories, as glance-api does)."""
+    pipeline (importing their factories, as glance-api does).
+    """
     from paste.deploy import loadwsgi
     path = glance.paste_path()
     if not os.path.isfile(path):
@@ -109,7 +110,8 @@ def _load_pipelines(loadwsgi: Any, path: str, name: str,
 
 class Checks(upgradecheck.UpgradeCommands):
     """The wiring checks, applied to the configuration directory the
-    command line names."""
+    command line names.
+    """
 
     display_title = 'glance_vsize wiring check'
 
@@ -192,7 +194,8 @@ Checks._upgrade_checks = (
 
 def _config_dir_first(argv: list[str]) -> list[str]:
     """oslo.config's --config-dir is an option of the command, not of its
-    ``upgrade`` subcommand: accept it after ``upgrade check`` too."""
+    ``upgrade`` subcommand: accept it after ``upgrade check`` too.
+    """
     front, rest = [], []
     args = iter(argv)
     for arg in args:

@@ -137,7 +137,8 @@ def check_cipher(cipher_name: str, cipher_mode: str, hash_spec: str,
 
 def _slot_sectors(key_bytes: int) -> int:
     """Sectors of a slot's key material, aligned as qemu (and cryptsetup)
-    do: key-bytes * stripes, rounded up to a sector then to 8 sectors."""
+    do: key-bytes * stripes, rounded up to a sector then to 8 sectors.
+    """
     sectors = base.round_up(key_bytes * LUKS_STRIPES) // base.SECTOR
     return base.round_up(sectors, KEY_SLOT_OFFSET_SECTORS)
 
@@ -299,7 +300,8 @@ class LuksInspector(base.FormatInspector):
 
 def _luks2_segment(area: bytes) -> tuple[int, int | None, int] | None:
     """(offset, size or None for "dynamic", sector_size) of the first
-    crypt segment of a LUKS2 JSON area, or None when it cannot be read."""
+    crypt segment of a LUKS2 JSON area, or None when it cannot be read.
+    """
     text = area.split(b'\0', 1)[0]
     try:
         segments = json.loads(text.decode('utf-8'))['segments']
@@ -317,7 +319,8 @@ def _luks2_segment(area: bytes) -> tuple[int, int | None, int] | None:
 
 def raw_warning(probe: base.Probe) -> str:
     """Name the LUKS header of a volume that is inspected as raw: its
-    version, where it is, and where the encrypted payload starts."""
+    version, where it is, and where the encrypted payload starts.
+    """
     version = (probe.variant or 'luks?')[4:]
     where = 'LUKS version %s header at offset 0' % version
     facts = []

@@ -82,7 +82,8 @@ class Catalogue:
 
     def image_ids(self, every: bool = False) -> typing.Iterator[str]:
         """Active images (hidden ones too) whose virtual_size is null, or
-        all active images, oldest first."""
+        all active images, oldest first.
+        """
         marker = None
         while True:
             page = self.db_api.image_get_all(
@@ -137,7 +138,8 @@ def _active_locations(image) -> list:
 
 def inspect_image(image, policy, conf):
     """The :class:`~glance_vsize.ranged.RangedInspection` of an image's
-    data, from its first readable location."""
+    data, from its first readable location.
+    """
     errors = []
     for loc in _active_locations(image):
         try:

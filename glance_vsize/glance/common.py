@@ -13,7 +13,8 @@
 
 """What both Glance hooks share: which images are inspected, how Glance's
 ``image_decompression`` import plugin changes that, and how a refusal is
-worded."""
+worded.
+"""
 
 import logging
 
@@ -68,7 +69,8 @@ def import_plugins(conf=cfg.CONF):
 
 def decompressed_later(conf=cfg.CONF, after=None):
     """Whether ``image_decompression`` runs on imports (after the plugin
-    named ``after``, when given)."""
+    named ``after``, when given).
+    """
     plugins = import_plugins(conf)
     if DECOMPRESSION_PLUGIN not in plugins:
         return False

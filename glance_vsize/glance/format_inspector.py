@@ -45,7 +45,7 @@ import contextlib
 import contextvars
 import logging
 import os
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, cast, Iterator, Optional
 
 from oslo_utils.imageutils import format_inspector as _oslo
 
@@ -86,7 +86,8 @@ class InspectedPass:
 def inspected_pass(current: InspectedPass) -> Iterator[None]:
     """Around a request whose body the filter inspects: an
     :class:`InspectWrapper` made meanwhile (in this thread) answers with
-    the filter's verdict instead of inspecting the bytes again."""
+    the filter's verdict instead of inspecting the bytes again.
+    """
     token = _PASS.set(current)
     try:
         yield
@@ -128,13 +129,15 @@ class EngineInspector:
     @classmethod
     def from_verdict(cls, verdict: insp_mod.Inspection,
                      length: int) -> 'EngineInspector':
-        kind = ALL_FORMATS.get(verdict.format) or _kind(verdict.format)
+        fmt = cast(str, verdict.format)
+        kind = ALL_FORMATS.get(fmt) or _kind(fmt)
         return kind(verdict, length)
 
     @classmethod
     def from_file(cls, filename: str) -> 'EngineInspector':
         """oslo.utils' ``FileInspector.from_file``: the file's verdict if
-        it is of this class's format, else :exc:`ImageFormatError`."""
+        it is of this class's format, else :exc:`ImageFormatError`.
+        """
         inspector = detect_file_format(filename)
         if cls.NAME and inspector.NAME != cls.NAME:
             raise ImageFormatError('File is not in requested format')
@@ -155,7 +158,8 @@ class EngineInspector:
         """The size of these bytes as a raw disk, as ``qemu-img info -f raw``
         says: the byte count rounded up to 512.  Glance records it as the
         virtual size of data declared ``raw`` whose content is another
-        format."""
+        format.
+        """
         return base.round_up(self._length)
 
     @property
@@ -178,7 +182,8 @@ class EngineInspector:
 
     def safety_check(self) -> None:
         """:raises SafetyCheckFailed: naming every fatal check that failed,
-        each a :exc:`SafetyViolation` saying what was found and where."""
+        each a :exc:`SafetyViolation` saying what was found and where.
+        """
         failures = dict(self._verdict.failures)
         if self.NAME == 'luks':
             failures = {k: v for k, v in failures.items()
@@ -292,7 +297,8 @@ class InspectWrapper:
     @property
     def formats(self) -> list[EngineInspector] | None:
         """The format determined (a list of one), or ``None`` before the
-        stream has ended."""
+        stream has ended.
+        """
         if not self._ended:
             return None
         verdict = self._decide()
@@ -310,7 +316,8 @@ class InspectWrapper:
     @property
     def format(self) -> EngineInspector | None:
         """The format determined; :exc:`ImageFormatError` when the content
-        matches more than one, as oslo.utils."""
+        matches more than one, as oslo.utils.
+        """
         matches = self.formats
         if matches is None:
             return None

@@ -53,8 +53,8 @@ import os
 
 from glance.common import exception
 from oslo_config import cfg
-from taskflow import task
 from taskflow.patterns import linear_flow as lf
+from taskflow import task
 from taskflow.types import failure
 
 import glance_vsize
@@ -113,7 +113,8 @@ class _InspectStagedImage(task.Task):
 
     def _as_decompressed(self, path, container_format):
         """image_decompression runs after this task (it is listed after
-        glance_vsize): inspect what it will leave staged."""
+        glance_vsize): inspect what it will leave staged.
+        """
         with open(path, 'rb') as f:
             head = f.read(common.HEAD_SIZE)
         staged = common.staged_container(container_format, head)
@@ -149,7 +150,8 @@ class _InspectStagedImage(task.Task):
     def _restore_virtual_size(self):
         """The import failed after this task set virtual_size: reset it to
         null, as Glance alone leaves it (an image is imported from
-        ``queued`` or ``uploading``, which have no virtual_size)."""
+        ``queued`` or ``uploading``, which have no virtual_size).
+        """
         if not self._set:
             return
         try:
@@ -168,7 +170,8 @@ class _InspectStagedImage(task.Task):
         the staged data, as for our own refusal, so that it can be
         uploaded again.  Nothing is done when Glance restored the image
         itself (when not every store had to succeed) or when another task
-        holds the image's import lock."""
+        holds the image's import lock.
+        """
         try:
             with self.action_wrapper as action:
                 if action.image_status != 'importing':

@@ -62,7 +62,8 @@ _INSTALLED: list[str] = []
 
 def install() -> list[str]:
     """Rebind ``format_inspector`` in every Glance module of
-    :data:`TARGETS` present; idempotent.  Returns the modules done."""
+    :data:`TARGETS` present; idempotent.  Returns the modules done.
+    """
     with _LOCK:
         if _INSTALLED:
             return list(_INSTALLED)
@@ -79,7 +80,7 @@ def install() -> list[str]:
                 LOG.error('glance_vsize: %s has no format_inspector; this '
                           'Glance is not one glance_vsize knows', name)
                 continue
-            module.format_inspector = format_inspector
+            setattr(module, 'format_inspector', format_inspector)
             done.append(name)
         _INSTALLED.extend(done)
         LOG.info('glance_vsize answers format inspection in %s',
@@ -89,7 +90,8 @@ def install() -> list[str]:
 
 def installed(module: str = 'glance.location') -> bool:
     """Whether ``module`` (default: where set_data decides) answers with
-    glance_vsize's verdict."""
+    glance_vsize's verdict.
+    """
     try:
         return importlib.import_module(module).format_inspector \
             is format_inspector

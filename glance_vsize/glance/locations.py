@@ -49,9 +49,9 @@ import typing
 import webob
 
 from glance_vsize import conf as vsize_conf
-from glance_vsize import inspection
 from glance_vsize.glance import common
 from glance_vsize.glance import store_reader
+from glance_vsize import inspection
 
 LOG = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ POLL_MAX = 5.0
 
 def dispatch(environ, start_response, app, conf):
     """The filter's entry point: the WSGI response for a location call,
-    or ``None`` for any other request."""
+    or ``None`` for any other request.
+    """
     method = environ.get('REQUEST_METHOD')
     path = environ.get('PATH_INFO', '')
     if method == 'POST':
@@ -146,7 +147,7 @@ def _get_image(request, image_id):
         return None
 
 
-_ENFORCER = []
+_ENFORCER: list[typing.Any] = []
 
 
 def _may_read(request, image, url, method) -> bool:
@@ -154,11 +155,12 @@ def _may_read(request, image, url, method) -> bool:
     before it reads anything (policy, the http store for callers without
     the service role, the import filter on http hosts and ports).  Nothing
     is read for a call Glance refuses: a location is not a way to make
-    Glance fetch an arbitrary URL."""
-    from oslo_config import cfg
+    Glance fetch an arbitrary URL.
+    """
     from glance.api import policy as glance_policy
     from glance.api.v2 import policy as api_policy
     from glance.common import utils
+    from oslo_config import cfg
     try:
         if not _ENFORCER:
             _ENFORCER.append(glance_policy.Enforcer(
@@ -197,7 +199,8 @@ def _redact(url: str) -> str:
 def _precheck(image, url, policy, conf) -> typing.Optional[
         inspection.Inspection]:
     """The refusal, when the location's data is unsafe and can be read by
-    ranges now; else ``None`` (Glance decides, step 2 follows)."""
+    ranges now; else ``None`` (Glance decides, step 2 follows).
+    """
     if image.container_format not in inspection.BARE_CONTAINERS:
         return None
     try:

@@ -114,7 +114,8 @@ class _KnownLengthBody:
 
 class _Peeked:
     """A request body whose first bytes were read to look at them
-    (:attr:`head`), read again from the start."""
+    (:attr:`head`), read again from the start.
+    """
 
     def __init__(self, source, length):
         self.source = source
@@ -200,7 +201,8 @@ class _RefusingReader:
 
     def close(self):
         """Glance closes the body of chunked uploads; the source is the
-        WSGI server's, which closes it itself."""
+        WSGI server's, which closes it itself.
+        """
 
     def finish(self):
         try:
@@ -211,7 +213,8 @@ class _RefusingReader:
 
 def _json_error(status, message):
     """The refusal as the JSON error body OpenStack clients display: 400,
-    or 415 when the content only contradicts disk_format."""
+    or 415 when the content only contradicts disk_format.
+    """
     error = webob.exc.status_map[status]
     return webob.Response(
         status='%d %s' % (status, error.title),
@@ -320,7 +323,8 @@ class VirtualSizeMiddleware:
     def _set_virtual_size(request, image_id, reader):
         """Record the verdict's virtual_size on the stored image.  A
         failure is logged with the image ID; the upload, already stored
-        and answered by Glance, keeps Glance's answer."""
+        and answered by Glance, keeps Glance's answer.
+        """
         try:
             result = reader.reader.finish(check=False)
             if not result.safe:

@@ -25,6 +25,7 @@ and NAME comes right after ``context`` in every pipeline that has
 import configparser
 import dataclasses
 import os
+import typing
 
 from glance_vsize.glance import wiring
 from glance_vsize.glance.wiring import Finding
@@ -41,7 +42,8 @@ class Pipeline:
 
 def read_paste(path: str) -> configparser.RawConfigParser:
     """The paste file, parsed as paste.deploy parses it (strictly, keys
-    keeping their case)."""
+    keeping their case).
+    """
     parser = configparser.RawConfigParser(strict=True, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
@@ -153,9 +155,10 @@ def _check_pipeline(path: str, p: Pipeline, names: list[str], name: str,
     at = [i for i, token in enumerate(p.tokens) if token in names]
     fixed = [t for t in p.tokens if t not in names]
     fixed.insert(fixed.index(wiring.CONTEXT_FILTER) + 1, name)
-    edit = dict(action='in [%s] of %s, replace the %s line with'
-                % (p.section, path, p.key),
-                lines=('%s = %s' % (p.key, ' '.join(fixed)),))
+    edit: dict[str, typing.Any] = dict(
+        action='in [%s] of %s, replace the %s line with'
+        % (p.section, path, p.key),
+        lines=('%s = %s' % (p.key, ' '.join(fixed)),))
     label = '%s%s' % (p.section if p.key == 'pipeline' else p.key,
                       ' (selected by %s)' % chosen if p.selected else '')
     if not at:

@@ -30,7 +30,8 @@ from glance_vsize import ranged
 
 def is_rbd(store) -> bool:
     """Whether ``store`` is glance_store's rbd driver (or one like it:
-    an ``rbd`` scheme and the driver's connection settings)."""
+    an ``rbd`` scheme and the driver's connection settings).
+    """
     return ('rbd' in store.get_schemes()
             and hasattr(store, 'get_connection')
             and hasattr(store, 'conf_file') and hasattr(store, 'user'))
@@ -45,8 +46,8 @@ def open_image(store, loc) -> typing.Iterator[
     :raises: ``glance_store.exceptions.NotFound`` when the image (or its
         snapshot) does not exist; the store's own connection errors.
     """
-    import rbd
     from glance_store import exceptions
+    import rbd
 
     spec = loc.store_location
     pool = spec.pool or store.pool

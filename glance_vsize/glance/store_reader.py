@@ -52,7 +52,8 @@ class NoRanges(Exception):
 
 def load_stores(conf) -> None:
     """Create Glance's stores from ``conf`` (parsed glance-api.conf), as
-    ``glance.common.wsgi_app.init_app`` does."""
+    ``glance.common.wsgi_app.init_app`` does.
+    """
     import glance_store
     if conf.enabled_backends:
         glance_store.register_store_opts(conf)
@@ -108,7 +109,8 @@ def _random_reader(store, loc, context) -> ranged.ReadAt:
 
 class _HttpRanges:
     """Range requests on an http(s) location with the store's session
-    settings (TLS verification, CA bundle, proxies)."""
+    settings (TLS verification, CA bundle, proxies).
+    """
 
     def __init__(self, store, loc) -> None:
         import requests
@@ -172,7 +174,8 @@ def _streamed(store, loc, context) -> typing.Iterator[bytes]:
 
 def how(store) -> str:
     """How a store's images are read: ``offset``, ``rbd``,
-    ``http-range`` or ``stream``."""
+    ``http-range`` or ``stream``.
+    """
     from glance_store import capabilities
     if store.is_capable(capabilities.BitMasks.READ_RANDOM):
         return 'offset'

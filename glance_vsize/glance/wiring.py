@@ -49,7 +49,8 @@ class Level(enum.IntEnum):
 class Finding:
     """One thing a check found: where, what, and the edit that fixes it
     (``action`` says what to do with ``lines``, which are meant to be
-    pasted into ``section`` of ``path`` as they are)."""
+    pasted into ``section`` of ``path`` as they are).
+    """
     level: Level
     path: str
     section: str | None
@@ -126,7 +127,8 @@ class Excludes:
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """A Glance option (declared as Glance or its library declares it) and
-    what glance_vsize needs of it."""
+    what glance_vsize needs of it.
+    """
     group: str
     opt: cfg.Opt
     expect: Equals | Includes | Excludes
@@ -200,7 +202,8 @@ GLANCE_OPTS = (
 class GlanceConfig:
     """Glance's configuration directory, read as glance-api reads it:
     glance-image-import.conf (when present), then glance-api.conf, the
-    later file winning."""
+    later file winning.
+    """
 
     def __init__(self, config_dir: str) -> None:
         self.config_dir = config_dir
@@ -261,9 +264,10 @@ class GlanceConfig:
                 found = path
         return found
 
-    def value(self, group: str, name: str):
+    def value(self, group: str | None, name: str):
         """The option's value; a bad value raises WiringError naming the
-        file that sets it."""
+        file that sets it.
+        """
         try:
             if group in (None, 'DEFAULT'):
                 return self.conf[name]
@@ -279,7 +283,8 @@ class GlanceConfig:
 
     def paste_path(self) -> str:
         """The paste file glance-api loads ([paste_deploy] config_file,
-        taken relative to the configuration directory)."""
+        taken relative to the configuration directory).
+        """
         path = self.value('paste_deploy', 'config_file') or PASTE_INI
         return os.path.join(self.config_dir, os.path.expanduser(path))
 
@@ -307,7 +312,8 @@ def check_setting(glance: GlanceConfig, setting: Setting) -> list[Finding]:
 
 def plugin_order(plugins: list[str]) -> list[str]:
     """``plugins`` with glance_vsize where it must run: right after the
-    RUN_BEFORE plugins, before the RUN_AFTER ones."""
+    RUN_BEFORE plugins, before the RUN_AFTER ones.
+    """
     others = [p for p in plugins if p != IMPORT_PLUGIN]
     pos = len(others)
     after = [i for i, p in enumerate(others) if p in RUN_AFTER]
@@ -323,7 +329,8 @@ def check_import_plugin(glance: GlanceConfig,
                         registered: bool = True) -> list[Finding]:
     """The import plugin is listed when an import method runs plugins,
     once, after RUN_BEFORE and before RUN_AFTER.  ``registered``: whether
-    its entry point is installed where this runs."""
+    its entry point is installed where this runs.
+    """
     methods = glance.value(None, 'enabled_import_methods')
     plugins = glance.value('image_import_opts', 'image_import_plugins')
     group, name = 'image_import_opts', 'image_import_plugins'
@@ -424,4 +431,3 @@ def check_options(glance: GlanceConfig) -> list[Finding]:
                                 'the options do not make a policy: %s' % exc))
     return findings or [Finding(Level.OK, glance.api_conf, group,
                                 'the options load and validate')]
-

@@ -51,7 +51,8 @@ FORMATS = (('qcow2', 'qcow2', ''), ('vmdk', 'vmdk',
 
 def make_images(workdir):
     """(path, disk_format): sparse images of every format and size, and
-    a raw disk."""
+    a raw disk.
+    """
     made = []
     for fmt, qemu, opts in FORMATS:
         for size in SIZES:

@@ -25,10 +25,10 @@ import pytest
 import glance_vsize
 from glance_vsize.containers import ova
 from glance_vsize.containers import ovf
+from tests.conformance import containers as common
 from tests import containergen
 from tests import helpers
 from tests import imagegen
-from tests.unit import containers as common
 
 pytestmark = helpers.requires_qemu_img
 

@@ -27,8 +27,8 @@ import subprocess
 import pytest
 
 import glance_vsize
-from glance_vsize import inspection
 from glance_vsize.formats import luks
+from glance_vsize import inspection
 from tests import helpers
 
 pytestmark = helpers.requires_qemu_img
@@ -166,7 +166,8 @@ def test_headers_qemu_opens(tmp_path, volumes, edits):
 
 def slot(index, field):
     """Offset of a key slot field: active 0, iterations 4, offset 40,
-    stripes 44."""
+    stripes 44.
+    """
     return luks.LUKS1_PHDR.size + index * luks.LUKS1_KEY_SLOT.size + field
 
 

@@ -28,10 +28,10 @@ from glance_vsize import containers
 from glance_vsize.containers import decoders
 from glance_vsize.containers import zstd
 from glance_vsize import inspection
+from tests.conformance import containers as common
 from tests import containergen
 from tests import helpers
 from tests import imagegen
-from tests.unit import containers as common
 
 pytestmark = helpers.requires_qemu_img
 

@@ -12,7 +12,8 @@
 
 """The reader the paste filter puts in ``wsgi.input``: Glance's 64 KiB
 reads are served from 1 MiB blocks of the body, each inspected before any
-of it is handed on.  (The filter in a real Glance: tests/functional.)"""
+of it is handed on.  (The filter in a real Glance: tests/functional.)
+"""
 
 import io
 import os
@@ -124,7 +125,8 @@ def test_unsafe_block_is_refused_before_any_of_it_is_handed_on(tmp_path):
 def test_a_failed_save_after_a_stored_upload_is_logged_not_raised(caplog):
     """Recording virtual_size through Glance's repository fails (here: no
     configuration, no database): the failure is logged with the image ID
-    and nothing is raised, so the upload keeps Glance's answer."""
+    and nothing is raised, so the upload keeps Glance's answer.
+    """
     import webob
 
     class _Reader:

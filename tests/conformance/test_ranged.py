@@ -12,7 +12,8 @@
 
 
 """The ranged driver: the seekable driver's verdicts on real qemu-img
-images, for at most 2 MiB read whatever the virtual size."""
+images, for at most 2 MiB read whatever the virtual size.
+"""
 
 import os
 import re
@@ -58,7 +59,8 @@ class Store:
 
 def _table_bytes(entry):
     """The VHDX block allocation table that qemu reads whole: 8 bytes per
-    block (the one part of a read that grows with the disk)."""
+    block (the one part of a read that grows with the disk).
+    """
     found = re.match(r'vhdx-b(\d+)M-', entry['file'])
     if not found:
         return 0

@@ -131,7 +131,8 @@ def test_store_failure_after_glance_requeued_is_left_alone(tmp_path):
 @helpers.requires_qemu_img
 def test_web_download_failure_after_it_resets_the_virtual_size(tmp_path):
     """The download task requeues the image itself; the plugin still
-    resets the size it set."""
+    resets the size it set.
+    """
     staged = helpers.create(tmp_path / 'img', 'qcow2', 1 << 20)
     actions = _Actions('importing', 'qcow2')
     flow = lf.Flow('import').add(_Stage(staged), import_plugin.get_flow(
@@ -145,8 +146,9 @@ def test_web_download_failure_after_it_resets_the_virtual_size(tmp_path):
 
 
 def test_loading_the_plugin_puts_the_engine_in_glance():
-    from glance import location
     from glance.async_.flows.plugins import image_conversion
+    from glance import location
+
     from glance_vsize.glance import format_inspector
     assert location.format_inspector is format_inspector
     assert image_conversion.format_inspector is format_inspector

@@ -22,10 +22,10 @@ import subprocess
 import pytest
 
 from glance_vsize import inspection
+from tests.conformance import containers as common
+from tests.conformance.containers.test_compressed import TOOLS
 from tests import containergen
 from tests import imagegen
-from tests.unit import containers as common
-from tests.unit.containers.test_compressed import TOOLS
 
 
 SMALL = 4 << 20

@@ -28,8 +28,8 @@ pytest.importorskip('oslo_utils.imageutils.format_inspector')
 
 from oslo_utils.imageutils import format_inspector as oslo  # noqa: E402
 
-from glance_vsize import inspection  # noqa: E402
 from glance_vsize.glance import format_inspector as compat  # noqa: E402
+from glance_vsize import inspection  # noqa: E402
 from tests import helpers  # noqa: E402
 
 pytestmark = helpers.requires_qemu_img
@@ -51,7 +51,8 @@ def _image(tmp_path, fmt, opts, size=3 << 20):
 
 def _through(module, path, by_read, **kwargs):
     """Read the file through ``module.InspectWrapper`` as Glance does;
-    returns the wrapper (closed) and the bytes handed on."""
+    returns the wrapper (closed) and the bytes handed on.
+    """
     with open(path, 'rb') as f:
         source = f if by_read else iter(lambda: f.read(65536), b'')
         wrapper = module.InspectWrapper(source, **kwargs)
