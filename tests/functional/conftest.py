@@ -21,7 +21,8 @@ from tests import imagegen
 @pytest.fixture(scope='session')
 def corpus(tmp_path_factory):
     """``(outdir, entries)``: the generator's images (no 3 TiB ones), made
-    once for every functional test module; read-only for the tests."""
+    once for every functional test module; read-only for the tests.
+    """
     outdir = str(tmp_path_factory.mktemp('images'))
     return outdir, imagegen.build(outdir, huge=False)
 

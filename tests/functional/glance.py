@@ -20,7 +20,8 @@ only the member role in its project) unless a test asks for the admin
 
 The OpenStack release is $GLANCE_RELEASE (default: the newest; the table
 is tools/lab/releases.py): run-glance --release and that release's
-openstack CLI (its venv's)."""
+openstack CLI (its venv's).
+"""
 
 import copy
 import http.client
@@ -64,7 +65,8 @@ def read_openrc(path):
 
 class Glance:
     """One running Glance API and Keystone (``tools/run-glance``) and how
-    to talk to them, as the user of ``openrc`` (default: the member)."""
+    to talk to them, as the user of ``openrc`` (default: the member).
+    """
 
     #: Tokens are renewed well before Keystone's one hour.
     TOKEN_LIFE = 1800
@@ -112,7 +114,8 @@ class Glance:
 
     def as_admin(self):
         """The same Glance, with requests and CLI calls made as the lab's
-        admin (``DIR/openrc``)."""
+        admin (``DIR/openrc``).
+        """
         return self.as_user('openrc')
 
     def as_user(self, openrc):

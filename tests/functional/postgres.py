@@ -70,7 +70,8 @@ def _privileged_prefix():
 
 def ensure_installed():
     """Return the server's bin directory, installing Debian's package when
-    missing; raise :class:`Unavailable` when that is impossible."""
+    missing; raise :class:`Unavailable` when that is impossible.
+    """
     bindir = find_bindir()
     if bindir:
         return bindir

@@ -13,7 +13,8 @@
 
 """``glance-vsize backfill`` on the catalogue of a Glance that ran without
 glance_vsize: every disk format, ova and compressed containers, and an
-unsafe qcow2 that Glance 33 accepts."""
+unsafe qcow2 that Glance 33 accepts.
+"""
 
 import json
 import os
@@ -44,7 +45,8 @@ def glance(tmp_path_factory):
 
 def backfill(glance, *args):
     """Run the command on the deployment's own configuration; returns
-    (exit status, {image id: report}, stderr)."""
+    (exit status, {image id: report}, stderr).
+    """
     proc = subprocess.run(
         [CLI, 'backfill', '--config-dir', os.path.join(glance.data_dir,
                                                        'etc'),
@@ -56,7 +58,8 @@ def backfill(glance, *args):
 
 def _extra_images(out):
     """(name, path, disk_format, container_format, qemu-img's size or
-    None for an unsafe image)."""
+    None for an unsafe image).
+    """
     helpers.create(out / 'v3.qcow2', 'qcow2', G)
     # Header length past its 64 KiB cluster: qemu-img cannot open it;
     # Glance 33 makes it active with 1 GiB.
@@ -81,7 +84,8 @@ def _extra_images(out):
 @pytest.fixture(scope='module')
 def catalogue(glance, corpus, tmp_path_factory):
     """{image id: (name, disk_format, container_format, qemu-img size or
-    None)}: the images Glance without glance_vsize made active."""
+    None)}: the images Glance without glance_vsize made active.
+    """
     outdir, entries = corpus
     cases = [(e['file'], os.path.join(outdir, e['file']), e['disk_format'],
               'bare', e['virtual_size'] if e['safe'] else None)
@@ -196,7 +200,8 @@ def test_backfill_skips_images_gone_and_reports_config_errors(
 @helpers.requires_qemu_img
 def test_backfill_reads_an_http_location_by_ranges(glance, tmp_path):
     """Glance alone leaves an image added by location over http without a
-    virtual size; backfill reads it with Range requests."""
+    virtual size; backfill reads it with Range requests.
+    """
     from tests import rangeserver
     path = helpers.create(tmp_path / 'big.qcow2', 'qcow2', 900 * G)
     want = helpers.qemu_info(path, 'qcow2')['virtual-size']

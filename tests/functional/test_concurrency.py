@@ -88,7 +88,8 @@ def _rank(entry):
 
 def plan(outdir, entries):
     """32 jobs ``(method, path, entry)``: 12 safe images each uploaded both
-    ways, and 8 unsafe ones, 4 per way."""
+    ways, and 8 unsafe ones, 4 per way.
+    """
     groups = collections.defaultdict(list)
     for e in entries:
         size = os.path.getsize(os.path.join(outdir, e['file']))
@@ -157,7 +158,8 @@ def _run_job(glance, start, method, path, entry):
 
 def _log_lines(glance, pattern):
     """``(pid, match)`` of glance-api.log lines whose logger name and
-    message match ``pattern`` (its groups are numbered from 2)."""
+    message match ``pattern`` (its groups are numbered from 2).
+    """
     rx = re.compile(r'^\S+ \S+ (\d+) \S+ ' + pattern)
     found = []
     for line in glance.log().splitlines():

@@ -14,7 +14,8 @@
 """OVA and compressed images on both paths of a real Glance API, and with
 Glance's own image_decompression import plugin before (and after)
 glance_vsize.  Archives are made by tar, gzip, bzip2, xz, zstd and zip
-from qemu-img images; expectations come from qemu-img."""
+from qemu-img images; expectations come from qemu-img.
+"""
 
 import functools
 import http.server
@@ -226,7 +227,8 @@ def test_decompression_then_vsize_on_a_gzip_in_a_bare_container(
         glance_decompress, files):
     """image_decompression replaces the staged gzip by the qcow2 inside
     and sets size; the container stays bare and glance_vsize inspects
-    the qcow2 (at stage, through gzip)."""
+    the qcow2 (at stage, through gzip).
+    """
     image_id, status, image = _stage_and_import(
         glance_decompress, files['gzip'], 'qcow2', 'bare')
     assert status == 202
@@ -275,7 +277,8 @@ def test_decompression_bombs_and_unsafe_images_are_refused_at_stage(
 def test_decompression_listed_after_vsize(tmp_path_factory, files):
     """The wrong order still gives the right virtual_size for gzip (read
     through gzip), and refuses a zip, which glance_vsize cannot see
-    into, with a message naming the fix."""
+    into, with a message naming the fix.
+    """
     api = _glance(tmp_path_factory, 'glance-late', '--import-plugins',
                   'glance_vsize,image_decompression')
     try:

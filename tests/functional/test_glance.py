@@ -146,7 +146,8 @@ def test_mismatched_disk_format_is_refused_naming_what_found(glance, corpus):
 
 class _Body:
     """A chunked request body of ``size`` bytes whose first MiB is an
-    unsafe qcow2 (it names a backing file); counts what was sent."""
+    unsafe qcow2 (it names a backing file); counts what was sent.
+    """
 
     def __init__(self, head, size):
         self.head, self.size, self.sent = head, size, 0
@@ -253,7 +254,8 @@ def test_what_oslo_utils_refuses_or_missizes_becomes_active(
         glance, corpus, name, path_kind):
     """With Glance's own require_image_format_match (True): oslo.utils
     refuses extended L2 entries, reads fixed VHD and ploop as raw, sizes
-    a hybrid ISO by its volume; Glance now takes glance_vsize's verdict."""
+    a hybrid ISO by its volume; Glance now takes glance_vsize's verdict.
+    """
     conf = open(os.path.join(glance.data_dir, 'etc',
                              'glance-api.conf')).read()
     assert not re.search(r'^require_image_format_match *= *False', conf,

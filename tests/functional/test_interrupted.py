@@ -58,7 +58,8 @@ def glance(tmp_path_factory):
 
 def _served(glance, image_id, action, timeout=60):
     """The HTTP status gunicorn logged for the PUT of ``image_id``, once
-    the request is over."""
+    the request is over.
+    """
     rx = re.compile(r'"PUT /v2/images/%s/%s HTTP/1.1" (\d{3}) '
                     % (image_id, action))
     path = os.path.join(glance.data_dir, 'log', 'access.log')
@@ -92,7 +93,8 @@ def _disconnect(glance, image_id, action, data, cut, chunked):
 def _put(glance, image_id, action, path):
     """PUT a whole file as a client that may be cut off: Glance answers a
     store failure before it has read the body and closes the connection,
-    so the client may only see a broken pipe.  Returns gunicorn's status."""
+    so the client may only see a broken pipe.  Returns gunicorn's status.
+    """
     with open(path, 'rb') as f:
         data = f.read()
     head = ('PUT /v2/images/%s/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n'
@@ -219,7 +221,8 @@ def test_store_failing_mid_write_during_import(glance, images):
     """glance-direct: the data is staged, then the store fails while
     _ImportToStore copies it (after glance_vsize's import plugin).  Glance's
     own reverts would leave the image ``importing`` with its staged data,
-    stuck; the plugin's revert requeues it and removes that data."""
+    stuck; the plugin's revert requeues it and removes that data.
+    """
     outdir, entries = images
     entry = entries[BIG_IMAGE]
     path = os.path.join(outdir, BIG_IMAGE)

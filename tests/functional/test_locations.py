@@ -14,7 +14,8 @@
 """Images added by location (``POST /v2/images/{id}/locations``, by the
 lab's service user) over http, from a local server on 127.0.0.1, in a
 real Glance with glance_vsize: qemu-img's virtual size by ranged reads;
-unsafe locations refused before Glance records them."""
+unsafe locations refused before Glance records them.
+"""
 
 import json
 import time
@@ -57,7 +58,8 @@ def served(tmp_path_factory):
 
 def add_location(glance, image_id, url):
     """As Nova and Cinder do: the image owner's token with a service token
-    of a user with the service role (``DIR/openrc-service``)."""
+    of a user with the service role (``DIR/openrc-service``).
+    """
     return add_location_as_service(glance, image_id, url)
 
 
@@ -139,7 +141,8 @@ def test_server_without_ranges_is_read_as_a_stream(glance, served):
 def test_unsafe_data_read_only_after_glance_accepted_it_is_deactivated(
         glance, served):
     """A server without ranges: nothing is read before Glance accepts the
-    location; read whole afterwards, the image is found unsafe."""
+    location; read whole afterwards, the image is found unsafe.
+    """
     out, _images = served
     with rangeserver.RangeServer(out, ranges=False) as server:
         image_id = glance.create('qcow2')

@@ -60,7 +60,8 @@ def _start(tmp_path_factory, env, extra_args=()):
 @pytest.fixture(scope='module')
 def notifying_glance(tmp_path_factory):
     """Notifications through oslo.messaging's log driver, into Glance's
-    log, where the test reads what consumers of image.update get."""
+    log, where the test reads what consumers of image.update get.
+    """
     api = glance_mod.Glance(tmp_path_factory.mktemp('glance'))
     yield api
     api.stop()
@@ -86,7 +87,8 @@ def converting_glance(tmp_path_factory):
 @pytest.fixture(scope='module')
 def big_vhd(tmp_path_factory):
     """A 1 GiB dynamic VHD with data in it (qemu-img convert of a raw disk
-    with random blocks)."""
+    with random blocks).
+    """
     tmp = tmp_path_factory.mktemp('bigvhd')
     raw = str(tmp / 'disk.raw')
     with open(raw, 'wb') as f:
@@ -127,7 +129,8 @@ class _Poller:
 
 def _notifications(glance, image_id):
     """(event_type, virtual_size) of every notification about the image
-    that Glance logged (oslo.messaging's log driver)."""
+    that Glance logged (oslo.messaging's log driver).
+    """
     found = []
     for line in glance.log().splitlines():
         match = re.search(r'oslo\.messaging\.notification\.(\S+) .*?(\{.*)$',
@@ -236,7 +239,8 @@ def test_disabled_image_update_notifications_change_nothing(
 def test_failed_conversion_leaves_the_image_queued_without_size(
         converting_glance, corpus):
     """image_conversion fails a dynamic VHD (it asks qemu-img for driver
-    'vhd', which qemu calls 'vpc') after glance_vsize set the size."""
+    'vhd', which qemu calls 'vpc') after glance_vsize set the size.
+    """
     glance = converting_glance
     outdir, _entries = corpus
     image_id = glance.create('vhd')

@@ -79,7 +79,8 @@ def lab_args(pg):
 
 def node_ports(n=2):
     """A port P with P..P+n-1 free, below the ephemeral range (where
-    the kernel picks the local ports of the tests' own connections)."""
+    the kernel picks the local ports of the tests' own connections).
+    """
     with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
         low = int(f.read().split()[0])
     rnd = random.Random()
@@ -153,7 +154,8 @@ def images(tmp_path_factory):
 def late_vhd(directory):
     """A dynamic VHD of 4 MiB of data whose BAT maps a block past the end
     of the file: refused only once the upload's end shows the size, after
-    Glance stored the rest (qemu-img cannot open it either)."""
+    Glance stored the rest (qemu-img cannot open it either).
+    """
     raw = os.path.join(directory, 'late.raw')
     with open(raw, 'wb') as f:
         f.write(os.urandom(3 << 20))

@@ -106,7 +106,8 @@ def nova_direct_snapshot(lab, base_id, image_id):
     """What Nova's RBD driver does for a snapshot of an instance booted
     from ``base_id``: clone the base's snapshot into pool ``images`` under
     the new image's id, snapshot the clone as ``snap`` and protect it;
-    the location is then ``rbd://FSID/images/ID/snap``."""
+    the location is then ``rbd://FSID/images/ID/snap``.
+    """
     rbd(lab, 'clone', 'images/%s@snap' % base_id, 'images/%s' % image_id)
     rbd(lab, 'snap', 'create', 'images/%s@snap' % image_id)
     rbd(lab, 'snap', 'protect', 'images/%s@snap' % image_id)

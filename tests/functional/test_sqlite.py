@@ -20,7 +20,8 @@ A burst of 16 glance-direct imports, as the member user, all at once:
 each must end ``active`` with qemu-img's virtual size, with no HTTP 500
 and no task left ``pending`` (with Glance's defaults, and still with WAL
 and a busy timeout alone, stages failed with HTTP 500 "database is
-locked" and import tasks could stay pending forever)."""
+locked" and import tasks could stay pending forever).
+"""
 
 import concurrent.futures
 import json
@@ -97,7 +98,8 @@ def _hold_write_lock(path, locked, seconds):
 def test_a_writer_waits_for_the_lock_instead_of_failing(glance, service):
     """While another connection holds the write lock for longer than
     Python's default busy timeout, a write through the API waits for it
-    and succeeds: the URL's timeout reached the service's connections."""
+    and succeeds: the URL's timeout reached the service's connections.
+    """
     admin = glance.as_admin()
     admin.token()     # before the lock: Keystone needs no write for it
     glance.token()

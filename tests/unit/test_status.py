@@ -14,7 +14,8 @@
 """``glance-vsize-status upgrade check``, run as a deployer runs it (the
 installed console script, in its own process) on configuration directories
 made from the files the glance wheel ships (``<venv>/etc/glance``), with
-the documented edits and with each wrong variant."""
+the documented edits and with each wrong variant.
+"""
 
 import json
 import os
@@ -64,7 +65,8 @@ def wheel(name):
 def paste(keys=KEYSTONE_KEYS, before=(), section=True, extra=''):
     """The wheel's glance-api-paste.ini with ` vsize` right after `context`
     in the ``keys`` pipelines of [composite:api] (before it in ``before``),
-    and [filter:vsize] when ``section``."""
+    and [filter:vsize] when ``section``.
+    """
     text = wheel('glance-api-paste.ini')
     for key in keys:
         text, n = re.subn(r'(?m)^(%s = .* context) ' % re.escape(key),
@@ -81,7 +83,8 @@ def paste(keys=KEYSTONE_KEYS, before=(), section=True, extra=''):
 def set_options(text, options):
     """``text`` (an oslo.config file) with ``key = value`` lines added
     right under their ``[section]`` header (a new section at the end when
-    there is none)."""
+    there is none).
+    """
     for section, line in options:
         header = '[%s]\n' % section
         if header in text:
@@ -93,7 +96,8 @@ def set_options(text, options):
 
 def setting_lines(setting, right=True):
     """The lines that satisfy (or break) one row of wiring.SETTINGS; an
-    empty list leaves the option at Glance's default."""
+    empty list leaves the option at Glance's default.
+    """
     expect, name = setting.expect, setting.opt.name
     if isinstance(expect, wiring.Equals):
         assert isinstance(expect.value, bool), expect
@@ -303,7 +307,8 @@ def test_plugin_not_needed_without_staging_import_methods(tmp_path):
 
 def setting_variants():
     """Each row of wiring.SETTINGS set wrong, and left unset where Glance's
-    default is wrong."""
+    default is wrong.
+    """
     for setting in wiring.SETTINGS:
         label = '%s.%s' % (setting.group, setting.opt.name)
         yield pytest.param(setting, 'set', id=label + '-set')
@@ -314,7 +319,8 @@ def setting_variants():
 @pytest.mark.parametrize('setting, variant', list(setting_variants()))
 def test_glance_setting_wrong(tmp_path, setting, variant):
     """Set wrong: the edit replaces the lines (keeping the deployer's own
-    notification driver); unset: the edit adds them."""
+    notification driver); unset: the edit adds them.
+    """
     others = [line for s in wiring.SETTINGS if s is not setting
               for line in setting_lines(s)]
     api = [GOOD_API[0], *others]
@@ -447,7 +453,8 @@ def test_pipeline_sections_of_older_paste_files(tmp_path):
 def test_release_check_names_plugins_the_release_breaks(tmp_path, release):
     """On the installed wheel's files, as each release's Glance: a plugin
     that release's Glance breaks (Glance 30/31's image_decompression) is a
-    warning with the edit that leaves it out; other releases are fine."""
+    warning with the edit that leaves it out; other releases are fine.
+    """
     etc = config_dir(tmp_path, plugins='image_decompression, glance_vsize')
     version = '%d.0.0' % release.glance
     found = release_check.check_release(wiring.GlanceConfig(str(etc)),

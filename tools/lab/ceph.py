@@ -126,7 +126,8 @@ class Cluster:
     # ------------------------------------------------------------ start
     def start(self, timeout: float = 120) -> List[subprocess.Popen]:
         """Make the cluster (first start) or start it again; returns the
-        daemons, running, with pool ``images`` ready for client.glance."""
+        daemons, running, with pool ``images`` ready for client.glance.
+        """
         t0 = time.monotonic()
         if self.exists():
             self._restart(timeout)
@@ -242,7 +243,8 @@ class Cluster:
     # ------------------------------------------------------------ clients
     def admin(self, timeout: float = 60):
         """A ``rados.Rados`` as client.admin, connected on entering it
-        (``with cluster.admin() as r``)."""
+        (``with cluster.admin() as r``).
+        """
         import rados
         r = rados.Rados(conffile=self.conf, name='client.admin', conf={
             'keyring': self.keyring('client.admin'),
@@ -376,7 +378,8 @@ class Cluster:
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m lab.ceph DIR [--port N]``: start (or
     start again) the cluster in DIR, print its ceph.conf, run until
-    SIGTERM or Ctrl-C, then stop it."""
+    SIGTERM or Ctrl-C, then stop it.
+    """
     import argparse
     import signal
     p = argparse.ArgumentParser(prog='python -m lab.ceph')

@@ -79,7 +79,8 @@ def _privileged() -> List[str]:
 
 def ensure_installed(say=print) -> None:
     """Install Debian's Ceph packages when a tool or binding is missing;
-    raise :class:`Unavailable` when that is impossible."""
+    raise :class:`Unavailable` when that is impossible.
+    """
     if not missing():
         return
     prefix = _privileged()
@@ -104,7 +105,8 @@ def ensure_installed(say=print) -> None:
 def link_bindings(site_packages: str = '') -> List[str]:
     """Symlink Debian's rados and rbd modules into ``site_packages``
     (default: this Python's purelib); return the links.  Refuses modules
-    built for another Python (their file name carries the ABI tag)."""
+    built for another Python (their file name carries the ABI tag).
+    """
     site_packages = site_packages or sysconfig.get_paths()['purelib']
     sources = _bindings_in(DIST_PACKAGES)
     if len(sources) != len(BINDINGS):

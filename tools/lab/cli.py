@@ -19,7 +19,8 @@ import os
 import subprocess
 import sys
 
-from . import REPO, releases
+from . import releases
+from . import REPO
 
 DESCRIPTION = '''\
 Run a REAL Glance API (gunicorn, Glance's keystone paste flavor and

@@ -15,13 +15,14 @@ the files the glance wheel ships, with the project's own edits
 (``etc/*.patch``, applied with ``patch`` as a deployer would), then the
 lab's settings set in place (:mod:`ini`).  Rewritten on every start."""
 
+from importlib import metadata
 import os
 import shutil
 import subprocess
-from importlib import metadata
 
 from . import REPO
-from .ini import iniset, iniset_many
+from .ini import iniset
+from .ini import iniset_many
 
 #: The wheel's files the project patches (glance_vsize needs no edit of
 #: glance-api.conf: Glance's own defaults).

@@ -28,9 +28,9 @@ files."""
 import json
 import os
 import secrets
+from typing import Optional
 import urllib.error
 import urllib.request
-from typing import Optional
 
 DOMAIN = 'Default'
 REGION = 'RegionOne'

@@ -68,7 +68,8 @@ def write_conf(kdir: str, logdir: Optional[str], debug: bool,
                immediate: bool = True) -> str:
     """keystone.conf for a Keystone whose state lives in ``kdir``;
     ``immediate``: sqlite transactions begin IMMEDIATE (not on every
-    release: :mod:`releases`)."""
+    release: :mod:`releases`).
+    """
     conf = os.path.join(kdir, 'keystone.conf')
     keys = os.path.join(kdir, 'fernet-keys')
     values = {

@@ -29,7 +29,8 @@ import os
 import socket
 from typing import Optional
 
-from .ini import iniget, iniset_many
+from .ini import iniget
+from .ini import iniset_many
 
 #: glance_store backend name of the RBD store.
 RBD_BACKEND = 'ceph'
@@ -59,7 +60,8 @@ def make_dirs(data: str, node: int) -> None:
 def configure(conf: str, data: str, node: int, port: int,
               nodes: int) -> None:
     """Edit node ``node``'s glance-api.conf (built for node 1) to its
-    own directories and, with several nodes, its own URL."""
+    own directories and, with several nodes, its own URL.
+    """
     d = lambda name: os.path.join(node_dir(data, node), name)  # noqa: E731
     settings = {
         'DEFAULT': {'log_file': d('log/glance-api.log')},
@@ -77,7 +79,8 @@ def use_rbd(conf: str, backend: dict,
             default: Optional[str] = RBD_BACKEND) -> None:
     """Add the RBD backend ``RBD_BACKEND`` (glance_store settings
     ``backend``, :meth:`lab.ceph.Cluster.glance_backend`) in front of the
-    lab's other backends, and make it the default."""
+    lab's other backends, and make it the default.
+    """
     others = iniget(conf, 'DEFAULT', 'enabled_backends')
     iniset_many(conf, {
         'DEFAULT': {'enabled_backends': '%s:rbd%s' % (

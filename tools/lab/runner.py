@@ -12,15 +12,20 @@
 
 """Run Keystone and Glance for as long as this process lives."""
 
+from importlib import metadata
 import os
 import signal
 import subprocess
 import sys
 import time
-from importlib import metadata
 
-from . import (glance_etc, identity, keystone, nodes, releases, server,
-               sqlite)
+from . import glance_etc
+from . import identity
+from . import keystone
+from . import nodes
+from . import releases
+from . import server
+from . import sqlite
 
 
 def say(text: str) -> None:
@@ -43,7 +48,8 @@ class Lab:
     # ------------------------------------------------------------ setup
     def _check_release(self) -> None:
         """This venv has the --release's Glance and Keystone (run-glance
-        picks the venv; python -m lab run by hand may not)."""
+        picks the venv; python -m lab run by hand may not).
+        """
         release = releases.get(self.args.release)
         for spec in (release.glance, release.keystone):
             name, series = spec.split('==')
@@ -60,7 +66,8 @@ class Lab:
 
     def _claim_dir(self) -> None:
         """DIR/release names the release whose schemas DIR's databases
-        have; another release's lab refuses the DIR."""
+        have; another release's lab refuses the DIR.
+        """
         path = os.path.join(self.data, 'release')
         try:
             with open(path) as f:
@@ -234,8 +241,10 @@ class Lab:
 
     def _ceph_setup(self) -> None:
         """Ceph for the RBD store (lab.ceph), under DIR/ceph: Debian's
-        packages and the bindings Glance imports."""
-        from . import ceph, cephpkg
+        packages and the bindings Glance imports.
+        """
+        from . import ceph
+        from . import cephpkg
         cephpkg.ensure_installed(say)
         cephpkg.link_bindings()
         self.ceph = ceph.Cluster(os.path.join(self.data, 'ceph'),
@@ -243,7 +252,8 @@ class Lab:
 
     def _start_ceph(self) -> None:
         """Start the cluster; its daemons join the processes this lab
-        watches and stops."""
+        watches and stops.
+        """
         try:
             self.ceph.start()
         finally:

@@ -14,6 +14,7 @@
 stop it.
 """
 
+from importlib import metadata
 import os
 import signal
 import socket
@@ -22,7 +23,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from importlib import metadata
 
 from . import releases
 

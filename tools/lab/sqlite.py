@@ -49,7 +49,8 @@ PLUGIN = 'lab_sqlite_immediate'
 
 def url(path: str, immediate: bool = True) -> str:
     """SQLAlchemy URL of the sqlite file at ``path``, with the timeout
-    and, when ``immediate``, the plugin."""
+    and, when ``immediate``, the plugin.
+    """
     return 'sqlite:///%s?timeout=%d%s' % (
         os.path.abspath(path), BUSY_TIMEOUT,
         '&plugin=' + PLUGIN if immediate else '')

@@ -25,8 +25,8 @@ listener sees the transaction begun (its ``in_transaction`` marker) and
 leaves it alone.
 """
 
-from sqlalchemy import event
 from sqlalchemy.engine import CreateEnginePlugin
+from sqlalchemy import event
 
 
 class ImmediateTransactions(CreateEnginePlugin):
