@@ -39,6 +39,7 @@ import uuid
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, 'tools'))
+from lab import identity  # noqa: E402
 from lab import releases  # noqa: E402
 
 #: The release under test (tools/run-glance --release).
@@ -52,15 +53,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def read_openrc(path):
-    """The OS_* variables an openrc file of run-glance exports."""
-    env = {}
-    with open(path) as f:
-        for line in f:
-            if line.startswith('export ') and '=' in line:
-                key, value = line[len('export '):].strip().split('=', 1)
-                env[key] = value
-    return env
+#: The OS_* variables an openrc file of run-glance exports.
+read_openrc = identity.read_openrc
 
 
 class Glance:

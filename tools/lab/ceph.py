@@ -38,6 +38,8 @@ import time
 import uuid
 from typing import Callable, List, Optional
 
+from . import nodes
+
 POOL = 'images'
 CLIENT = 'glance'
 MON = 'a'
@@ -81,17 +83,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        # As the monitor binds: a port in TIME_WAIT is free for it.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(('127.0.0.1', port))
-        except OSError:
-            return False
-    return True
 
 
 class Cluster:
@@ -202,7 +193,7 @@ class Cluster:
         self.fsid, self.objectstore = saved['fsid'], saved['objectstore']
         old = int(re.search(r':(\d+)\]', self._conf_value('mon_host'))[1])
         port = self.port or old
-        if not port_free(port):
+        if not nodes.bindable(port):
             if self.port:
                 raise RuntimeError('Ceph monitor port %d is taken' % port)
             port = free_port()

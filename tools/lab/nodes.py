@@ -42,7 +42,9 @@ def node_dir(data: str, node: int) -> str:
 
 
 def bindable(port: int) -> bool:
-    """Nothing is bound to 127.0.0.1:``port`` (gunicorn can listen)."""
+    """Nothing is bound to 127.0.0.1:``port`` (gunicorn, or a Ceph monitor,
+    can listen: a port in TIME_WAIT is free for them).
+    """
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
