@@ -31,6 +31,7 @@ from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
 
 from glance_vsize.glance import paste_wiring
+from glance_vsize.glance import plugin_wiring
 from glance_vsize.glance import release_check
 from glance_vsize.glance import releases
 from glance_vsize.glance import wiring
@@ -164,8 +165,9 @@ class Checks(upgradecheck.UpgradeCommands):
         return self._result(paste_wiring.check_filter)
 
     def _check_import_plugin(self) -> upgradecheck.Result:
-        return self._result(wiring.check_import_plugin, _entry_point_installed(
-            wiring.PLUGIN_ENTRY_POINTS, wiring.IMPORT_PLUGIN))
+        plugin = plugin_wiring
+        return self._result(plugin.check_import_plugin, _entry_point_installed(
+            plugin.PLUGIN_ENTRY_POINTS, plugin.IMPORT_PLUGIN))
 
     def _check_setting(self, setting: wiring.Setting) -> upgradecheck.Result:
         return self._result(wiring.check_setting, setting)
