@@ -13,6 +13,10 @@
 
 """Fixtures shared by the functional tests."""
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from tests import imagegen
@@ -25,6 +29,25 @@ def corpus(tmp_path_factory):
     """
     outdir = str(tmp_path_factory.mktemp('images'))
     return outdir, imagegen.build(outdir, huge=False)
+
+
+@pytest.fixture(scope='module')
+def pg_lab_dir():
+    """An empty lab DIR for ``tools/run-glance`` with the lab's PostgreSQL
+    (tools/lab/postgres.py, installed here when missing; skipped, saying
+    why, where it cannot be), removed after the module.  Made in the
+    system's temporary directory with mode 0711: as root, PostgreSQL runs
+    as user postgres, who cannot enter pytest's 0700 directories.
+    """
+    from tests.functional.glance import postgres
+    try:
+        postgres.ensure_installed(say=lambda text: None)
+    except postgres.Unavailable as exc:
+        pytest.skip(str(exc))
+    path = tempfile.mkdtemp(prefix='glance-vsize-lab-')
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # Releases ------------------------------------------------------------------

@@ -27,6 +27,7 @@ import copy
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, 'tools'))
 from lab import identity  # noqa: E402
+from lab import nodes  # noqa: E402
+from lab import postgres  # noqa: E402,F401  (conftest.pg_lab_dir)
 from lab import releases  # noqa: E402
 
 #: The release under test (tools/run-glance --release).
@@ -51,6 +54,21 @@ def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def node_ports(n=2):
+    """A port P with P..P+n-1 free (for ``run-glance --nodes n``), below
+    the ephemeral range (where the kernel picks the local ports of the
+    tests' own connections).
+    """
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+        low = int(f.read().split()[0])
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(max(1024, low - 12000), low - n)
+        if all(nodes.bindable(p) for p in range(port, port + n)):
+            return port
+    raise RuntimeError('no %d consecutive free ports' % n)
 
 
 #: The OS_* variables an openrc file of run-glance exports.
@@ -111,6 +129,13 @@ class Glance:
         admin (``DIR/openrc``).
         """
         return self.as_user('openrc')
+
+    def node(self, n):
+        """The same lab and user through API node ``n`` (``--nodes``)."""
+        other = copy.copy(self)
+        other.port = self.port + n - 1
+        other.endpoint = 'http://127.0.0.1:%d' % other.port
+        return other
 
     def as_user(self, openrc):
         other = copy.copy(self)

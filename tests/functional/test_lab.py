@@ -14,15 +14,23 @@
 """tools/run-glance's lab as a whole: Glance authenticates with the real
 Keystone beside it, a member cannot act as an admin, stopping run-glance
 stops both services, its config passes glance-vsize-status, and a
-second start on the same data dir keeps users, passwords and images."""
+second start on the same data dir keeps users, passwords and images;
+with ``--nodes 2`` the nodes share the lab's own PostgreSQL."""
 
 import json
 import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
 from tests.functional import glance as glance_mod
+from tests import helpers
+
+sys.path.insert(0, os.path.join(glance_mod.REPO, 'tools'))
+from lab import ini  # noqa: E402
+from lab import nodes  # noqa: E402
+from lab import postgres  # noqa: E402
 
 
 def _answers(url):
@@ -88,3 +96,70 @@ def test_identity_stop_and_restart_on_the_same_dir(tmp_path):
     finally:
         again.stop()
     assert os.path.exists(data / 'keystone' / 'keystone.sqlite')
+
+
+def _postmasters(datadir):
+    """pids of processes whose command line names ``datadir``."""
+    found = []
+    for pid in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                if datadir.encode() in f.read().split(b'\0'):
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+@helpers.requires_qemu_img
+def test_two_nodes_share_the_labs_postgresql(pg_lab_dir, tmp_path):
+    """``run-glance --nodes 2`` alone: both nodes on one PostgreSQL that
+    the lab starts under DIR/postgres, stops with itself and starts again
+    on a second run.
+    """
+    data = pg_lab_dir
+    pdir = os.path.join(data, 'postgres')
+    port = glance_mod.node_ports(2)
+    glance = glance_mod.Glance(data, port=port, extra_args=['--nodes', '2'])
+    try:
+        output = ''.join(glance.output)
+        assert 'PostgreSQL created' in output, output
+        cluster = postgres.Cluster(pdir)
+        assert 'PostgreSQL ready at %s\n' % cluster.url in output
+        assert cluster.url.startswith('postgresql+psycopg2://glance:')
+        for n in (1, 2):
+            conf = os.path.join(nodes.node_dir(str(data), n), 'etc',
+                                'glance-api.conf')
+            assert ini.iniget(conf, 'database', 'connection') == cluster.url
+        assert not os.path.exists(os.path.join(data, 'glance.sqlite'))
+        assert _postmasters(cluster.datadir)
+        # Created through node 1, uploaded through node 2, seen by both
+        # and by PostgreSQL.
+        one, two = glance.node(1), glance.node(2)
+        image = tmp_path / 'x.qcow2'
+        helpers.qemu_img('create', '-q', '-f', 'qcow2', str(image), '5M')
+        image_id = one.create('qcow2')
+        status, body = two.upload(image_id, str(image))
+        assert status == 204, body
+        assert (one.show(image_id)['status'],
+                one.show(image_id)['virtual_size']) == (
+            'active', helpers.qemu_info(str(image), 'qcow2')['virtual-size'])
+        assert cluster.psql("SELECT status FROM images WHERE id = '%s'"
+                            % image_id).split() == ['active']
+    finally:
+        glance.stop()
+    # Stopping run-glance stopped the cluster: no server, port free.
+    assert _postmasters(cluster.datadir) == []
+    assert not os.path.exists(os.path.join(cluster.datadir,
+                                           'postmaster.pid'))
+    assert nodes.bindable(cluster.port)
+
+    again = glance_mod.Glance(data, port=port, extra_args=['--nodes', '2'])
+    try:
+        output = ''.join(again.output)
+        assert 'PostgreSQL started' in output, output
+        assert postgres.Cluster(pdir).password == cluster.password
+        assert again.node(2).show(image_id)['status'] == 'active'
+    finally:
+        again.stop()
+    assert _postmasters(cluster.datadir) == []

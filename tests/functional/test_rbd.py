@@ -14,8 +14,8 @@
 """glance_vsize on Glance's distributed pieces: the RBD store and two API
 nodes.
 
-One lab for the module: ``tools/run-glance --store rbd --nodes 2`` on a
-private PostgreSQL (tests/functional/postgres.py), so a single-node Ceph
+One lab for the module: ``tools/run-glance --store rbd --nodes 2`` (on the
+lab's PostgreSQL, the default with several nodes), so a single-node Ceph
 cluster (Debian's packages, installed when missing) holds the images, and
 two API nodes with their own staging directories share Keystone, the
 database and the store.  Skipped, saying why, only where Ceph cannot be
@@ -24,9 +24,7 @@ Glance holds active in the RBD store: nothing refused is left behind.
 """
 
 import concurrent.futures
-import copy
 import os
-import random
 import re
 import struct
 import subprocess
@@ -37,8 +35,7 @@ import threading
 import pytest
 
 from tests.functional import glance as glance_mod
-from tests.functional import postgres
-from tests.functional import test_concurrency
+from tests.functional import mixed
 from tests import helpers
 
 sys.path.insert(0, os.path.join(glance_mod.REPO, 'tools'))
@@ -46,6 +43,7 @@ from lab import ceph  # noqa: E402
 from lab import cephpkg  # noqa: E402
 from lab import ini  # noqa: E402
 from lab import nodes  # noqa: E402
+from lab import postgres  # noqa: E402
 
 pytestmark = helpers.requires_qemu_img
 
@@ -59,52 +57,20 @@ IMAGES = (
 QEMU_FMT = {'qcow2': 'qcow2', 'vhd': 'vpc', 'ploop': 'parallels'}
 
 
+#: The module's lab: no --database, so the lab's PostgreSQL.
+LAB_ARGS = ['--store', 'rbd', '--nodes', '2']
+
+
 @pytest.fixture(scope='module')
-def pg():
+def lab(pg_lab_dir):
     try:
         cephpkg.ensure_installed(say=lambda text: None)
     except cephpkg.Unavailable as exc:
         pytest.skip('Ceph cannot be installed here: %s' % exc)
-    try:
-        cluster = postgres.PostgreSQL()
-    except postgres.Unavailable as exc:
-        pytest.skip(str(exc))
-    yield cluster
-    cluster.stop()
-
-
-def lab_args(pg):
-    return ['--store', 'rbd', '--nodes', '2', '--database', pg.url]
-
-
-def node_ports(n=2):
-    """A port P with P..P+n-1 free, below the ephemeral range (where
-    the kernel picks the local ports of the tests' own connections).
-    """
-    with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
-        low = int(f.read().split()[0])
-    rnd = random.Random()
-    for _ in range(200):
-        port = rnd.randrange(max(1024, low - 12000), low - n)
-        if all(nodes.bindable(p) for p in range(port, port + n)):
-            return port
-    raise RuntimeError('no %d consecutive free ports' % n)
-
-
-@pytest.fixture(scope='module')
-def lab(tmp_path_factory, pg):
-    api = glance_mod.Glance(tmp_path_factory.mktemp('rbd-lab'),
-                            port=node_ports(), extra_args=lab_args(pg))
+    api = glance_mod.Glance(pg_lab_dir, port=glance_mod.node_ports(),
+                            extra_args=LAB_ARGS)
     yield api
     api.stop()
-
-
-def node(glance, n):
-    """The same lab and user through API node ``n``."""
-    other = copy.copy(glance)
-    other.port = glance.port + n - 1
-    other.endpoint = 'http://127.0.0.1:%d' % other.port
-    return other
 
 
 def node_log(glance, n):
@@ -201,16 +167,19 @@ def test_each_node_is_wired_with_its_own_url_and_staging(lab):
             ini.iniget(conf, 'DEFAULT', 'worker_self_reference_url'),
             ini.iniget(conf, 'os_glance_staging_store',
                        'filesystem_store_datadir'),
-            ini.iniget(conf, 'glance_store', 'default_backend')))
-    assert seen == {(node(lab, n).endpoint, os.path.join(
-        nodes.node_dir(lab.data_dir, n), 'staging'), nodes.RBD_BACKEND)
+            ini.iniget(conf, 'glance_store', 'default_backend'),
+            ini.iniget(conf, 'database', 'connection')))
+    # One database for both: the lab's PostgreSQL.
+    url = postgres.Cluster(os.path.join(lab.data_dir, 'postgres')).url
+    assert seen == {(lab.node(n).endpoint, os.path.join(
+        nodes.node_dir(lab.data_dir, n), 'staging'), nodes.RBD_BACKEND, url)
         for n in (1, 2)}
 
 
 @pytest.mark.parametrize('name', [i[0] for i in IMAGES])
 def test_stage_on_node_1_import_through_node_2(lab, images, name):
     path, disk_format, vsize = images[name]
-    one, two = node(lab, 1), node(lab, 2)
+    one, two = lab.node(1), lab.node(2)
     image_id = one.create(disk_format)
     status, body = one.upload(image_id, path, 'stage')
     assert status == 204, body
@@ -231,7 +200,7 @@ def test_stage_on_node_1_import_through_node_2(lab, images, name):
 
 @pytest.mark.parametrize('n', [1, 2])
 def test_create_image_on_each_node(lab, images, n):
-    api = node(lab, n)
+    api = lab.node(n)
     for name in ('qcow2', 'vhd-dynamic'):
         path, disk_format, vsize = images[name]
         image_id = api.create(disk_format)
@@ -280,7 +249,7 @@ def test_copy_image_between_rbd_and_file(lab, images):
 def test_unsafe_upload_refused_with_nothing_left(lab, images, name, n,
                                                  action):
     path, disk_format, _ = images[name]
-    api = node(lab, n)
+    api = lab.node(n)
     before = rbd_ls(lab)
     image_id = api.create(disk_format)
     status, body = api.upload(image_id, path, action)
@@ -307,49 +276,17 @@ def test_unsafe_upload_refused_with_nothing_left(lab, images, name, n,
 
 def test_32_concurrent_mixed_uploads_across_nodes(lab, corpus):
     outdir, entries = corpus
-    jobs = test_concurrency.plan(outdir, entries)
+    jobs = mixed.plan(outdir, entries)
     start = threading.Barrier(len(jobs))
-
-    def run(i, method, path, entry):
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
         # create-image alternates nodes; an import stages on one node and
         # imports through the other.
-        up = node(lab, 1 + i % 2)
-        out = test_concurrency.Outcome(method, entry)
-        try:
-            fmt = entry['disk_format']
-            out.image_id = up.create(
-                fmt if fmt in test_concurrency.GLANCE_FORMATS else 'raw')
-            start.wait(60)
-            out.status, out.body = up.upload(
-                out.image_id, path, 'file' if method == 'file' else 'stage')
-            other = node(lab, 2 - i % 2)
-            if method == 'import' and out.status == 204:
-                out.import_status, body = other.import_(out.image_id)
-                assert out.import_status == 202, body
-            out.image = other.wait(out.image_id, timeout=240)
-        except Exception as exc:
-            out.error = repr(exc)
-        return out
-
-    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
-        futures = [pool.submit(run, i, *job) for i, job in enumerate(jobs)]
-        outcomes = [f.result(timeout=test_concurrency.DEADLINE)
-                    for f in futures]
-    wrong = []
-    for out in outcomes:
-        image = out.image or {}
-        if out.error:
-            wrong.append(out)
-        elif out.entry['safe']:
-            if (out.status, image.get('status'), image.get('virtual_size'),
-                    image.get('stores')) != (
-                    204, 'active', out.entry['virtual_size'],
-                    nodes.RBD_BACKEND):
-                wrong.append(out)
-        elif (out.status not in (400, 415)
-              or b'refused by glance_vsize' not in out.body
-              or image.get('status') != 'queued'):
-            wrong.append(out)
+        futures = [pool.submit(mixed.run_job, lab.node(1 + i % 2),
+                               lab.node(2 - i % 2), start, *job,
+                               timeout=240)
+                   for i, job in enumerate(jobs)]
+        outcomes = [f.result(timeout=mixed.DEADLINE) for f in futures]
+    wrong = mixed.wrong(outcomes, stores=nodes.RBD_BACKEND)
     assert wrong == [], '%d of %d wrong' % (len(wrong), len(outcomes))
     assert sum(not o.entry['safe'] for o in outcomes) == len(jobs) // 4
     safe = {o.image_id for o in outcomes if o.entry['safe']}
@@ -373,7 +310,7 @@ def _ceph_daemons(conf):
     return found
 
 
-def test_stop_stops_ceph_and_a_second_start_reuses_it(lab, pg, images):
+def test_stop_stops_ceph_and_a_second_start_reuses_it(lab, images):
     """Last in the module: stops the module's lab."""
     kept = sorted(rbd_ls(lab))
     assert kept
@@ -382,13 +319,15 @@ def test_stop_stops_ceph_and_a_second_start_reuses_it(lab, pg, images):
     lab.stop()
     assert _ceph_daemons(conf) == []
     again = glance_mod.Glance(lab.data_dir, port=lab.port,
-                              extra_args=lab_args(pg))
+                              extra_args=LAB_ARGS)
     try:
-        assert 'Ceph (bluestore) started' in ''.join(again.output)
+        output = ''.join(again.output)
+        assert 'Ceph (bluestore) started' in output
+        assert 'PostgreSQL started' in output
         assert sorted(rbd_ls(again)) == kept
         path, disk_format, vsize = images['qcow2']
-        image_id = node(again, 2).create(disk_format)
-        assert node(again, 2).upload(image_id, path)[0] == 204
+        image_id = again.node(2).create(disk_format)
+        assert again.node(2).upload(image_id, path)[0] == 204
         assert again.show(image_id)['virtual_size'] == vsize
         with open(path, 'rb') as f:
             want = f.read()

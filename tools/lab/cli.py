@@ -35,12 +35,15 @@ database and key repositories), log/ and the openrc files: openrc (admin),
 openrc-member (user demo, only the member role in project demo) and
 openrc-service (service-user, the service role); with --store rbd, ceph/
 (the Ceph cluster: ceph.conf, keyrings, daemons' data and logs); with
---nodes N, node2/ ... nodeN/ (each node's etc/, staging/, tasks/, log/).
-A second start on the same DIR keeps the databases, images, passwords
-and Ceph cluster.
+--nodes N, node2/ ... nodeN/ (each node's etc/, staging/, tasks/, log/);
+with --database postgresql (the default with --nodes N > 1), postgres/
+(a private PostgreSQL cluster: data/, postgresql.log, its unix socket and
+lab.json with its port, password and URL).  A second start on the same
+DIR keeps the databases, images, passwords, PostgreSQL and Ceph clusters.
 
-Prints "Keystone ready at URL" and then "Glance API ready at URL" once both
-answer; stops all it started (Ceph too) on SIGTERM or Ctrl-C.  While it
+Prints "PostgreSQL ready at URL" (with --database postgresql), "Keystone
+ready at URL" and then "Glance API ready at URL" once they answer; stops
+all it started (PostgreSQL and Ceph too) on SIGTERM or Ctrl-C.  While it
 runs, in another shell:
 
   . DIR/openrc-member
@@ -103,11 +106,18 @@ def parser() -> argparse.ArgumentParser:
                    help="Glance's gunicorn worker processes (default 1); "
                         'each runs the import tasks of the import calls it '
                         'receives; staging/ is shared by all')
-    p.add_argument('--database', metavar='URL',
-                   help="SQLAlchemy URL of Glance's database (default: "
-                        'sqlite DIR/glance.sqlite, WAL, busy timeout); '
+    p.add_argument('--database', metavar='URL|postgresql|sqlite',
+                   help="Glance's database. sqlite: DIR/glance.sqlite "
+                        '(WAL, busy timeout; the default with one node). '
+                        'postgresql: a private PostgreSQL cluster under '
+                        "DIR/postgres (Debian's postgresql, installed "
+                        'when missing; 127.0.0.1 only, its own port and '
+                        'password), started and stopped with the lab; the '
+                        'default with --nodes N > 1, since several nodes '
+                        'cannot share one sqlite file safely.  Otherwise '
+                        'the SQLAlchemy URL of an existing server: '
                         'postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB '
-                        'installs psycopg2-binary when missing')
+                        '(psycopg2-binary is installed when missing)')
     p.add_argument('--import-plugins', type=_plugins,
                    default=['glance_vsize'], metavar='LIST',
                    help='image_import_plugins, comma-separated (default '
@@ -128,7 +138,8 @@ def parser() -> argparse.ArgumentParser:
                         '1), each its own gunicorn, config dir, staging '
                         'directory and worker_self_reference_url '
                         '(DIR/nodeK for K > 1), sharing Keystone, the '
-                        'database and the stores; openrc names node 1')
+                        'database (PostgreSQL unless --database says '
+                        'otherwise) and the stores; openrc names node 1')
     p.add_argument('--debug', action='store_true',
                    help='Glance and Keystone debug logging')
     p.add_argument('--no-vsize', action='store_true',
@@ -144,6 +155,12 @@ def main(argv=None) -> int:
     if args.port + args.nodes - 1 > 65535:
         p.error('--port %d with --nodes %d: ports beyond 65535'
                 % (args.port, args.nodes))
+    if args.database is None:
+        args.database = 'postgresql' if args.nodes > 1 else 'sqlite'
+    elif args.database not in ('sqlite', 'postgresql') and \
+            '://' not in args.database:
+        p.error('--database: sqlite, postgresql or a SQLAlchemy URL, got %r'
+                % args.database)
     # Imported here: --help works without the virtualenv.
     from . import runner
     try:

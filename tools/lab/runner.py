@@ -44,6 +44,7 @@ class Lab:
         self.procs = []
         self.stopping = False
         self.ceph = None
+        self.pg = None
 
     # ------------------------------------------------------------ setup
     def _check_release(self) -> None:
@@ -88,14 +89,30 @@ class Lab:
             os.makedirs(os.path.join(self.data, name), exist_ok=True)
 
     def _database(self) -> str:
+        """Glance's SQLAlchemy URL: DIR/glance.sqlite (a copy of this
+        release's synced template), the lab's PostgreSQL (started here) or
+        the --database URL.
+        """
         url = self.args.database
-        if url is None:
+        if url == 'sqlite':
             db = os.path.join(self.data, 'glance.sqlite')
             if not os.path.exists(db):
                 sqlite.copy_db(self._glance_template(), db)
             return sqlite.url(db)
+        if url == 'postgresql':
+            from . import postgres
+            self.pg = postgres.Cluster(os.path.join(self.data, 'postgres'),
+                                       say=say)
+            try:
+                self.pg.start()
+            finally:
+                if self.pg.proc is not None:
+                    self.procs.append(self.pg.proc)
+            url = self.pg.url
+            print('PostgreSQL ready at %s' % url, flush=True)
         if url.startswith(('postgresql:', 'postgresql+psycopg2:')):
             self._psycopg2()
+        self._db_sync(url, os.path.join(self.data, 'etc'))
         return url
 
     def _glance_template(self) -> str:
@@ -163,8 +180,6 @@ class Lab:
             releases.get(a.release).keystone_sqlite_immediate)
         passwords, _fresh = identity.passwords(self.kdir)
         database = self._database()
-        if a.database is not None:
-            self._db_sync(database, os.path.join(self.data, 'etc'))
         for node, port in enumerate(ports, 1):
             nodes.make_dirs(self.data, node)
             etc = os.path.join(nodes.node_dir(self.data, node), 'etc')
@@ -185,12 +200,14 @@ class Lab:
                 nodes.use_rbd(conf, self.ceph.glance_backend())
         if a.no_vsize:
             say('--no-vsize: glance_vsize is left out')
-        if a.database is None and a.workers > 1:
+        if a.database == 'sqlite' and a.workers > 1:
             say('sqlite (WAL, busy timeout) with %d workers: writes queue '
-                'on one file; PostgreSQL (--database) scales' % a.workers)
-        if a.nodes > 1 and a.database is None:
-            say('%d nodes on one sqlite file: PostgreSQL (--database) is '
-                'what several nodes share in a deployment' % a.nodes)
+                'on one file; PostgreSQL (--database postgresql) scales'
+                % a.workers)
+        if a.nodes > 1 and a.database == 'sqlite':
+            say('%d nodes on one sqlite file: PostgreSQL (the default with '
+                'several nodes) is what they share in a deployment'
+                % a.nodes)
         say('configured in %.1f s' % (time.monotonic() - t0))
 
         log = lambda name: os.path.join(self.logdir, name)  # noqa: E731
@@ -279,8 +296,13 @@ class Lab:
     def stop(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in self.procs:
+        # PostgreSQL last, once Glance closed its connections.
+        pg = self.pg.proc if self.pg else None
+        others = [proc for proc in self.procs if proc is not pg]
+        for proc in others:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
+        for proc in others:
             server.stop(proc)
+        if self.pg:
+            self.pg.stop()
