@@ -38,10 +38,12 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from typing import Callable, Optional
+
+from .nodes import bindable
+from .server import free_port
 
 PACKAGE = 'postgresql'
 BIN_GLOB = '/usr/lib/postgresql/*/bin'
@@ -113,22 +115,6 @@ def ensure_installed(say: Callable[[str], None] = print) -> str:
     return bindir
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(('127.0.0.1', port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     """The cluster whose state lives in ``pdir`` (``DIR/postgres``)."""
 
@@ -173,10 +159,9 @@ class Cluster:
         fresh = not self.exists()
         if fresh and os.path.isdir(self.datadir):
             shutil.rmtree(self.datadir)     # an initdb that did not finish
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self._server_user()
-        if not self.port or not _port_free(self.port):
-            self.port = _free_port()
+        if not self.port or not bindable(self.port):
+            self.port = free_port()
         if fresh:
             self.password = secrets.token_hex(16)
             self._init()
@@ -195,6 +180,7 @@ class Cluster:
         ``DIR/postgres`` and must reach it.
         """
         if os.geteuid() != 0:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
             return
         try:
             pw = pwd.getpwnam(SERVER_USER)
@@ -203,8 +189,8 @@ class Cluster:
                                'to run PostgreSQL as' % SERVER_USER)
         path = os.path.dirname(self.dir)
         while True:
-            st = os.stat(path)
-            if not st.st_mode & 0o001 and st.st_uid != pw.pw_uid:
+            st = os.stat(path) if os.path.exists(path) else None
+            if st and not st.st_mode & 0o001 and st.st_uid != pw.pw_uid:
                 raise RuntimeError(
                     'PostgreSQL runs as user %s, who cannot reach %s: %s '
                     'is mode %o (chmod o+x it, or use a --data-dir that '
@@ -213,6 +199,7 @@ class Cluster:
             if path == os.path.dirname(path):
                 break
             path = os.path.dirname(path)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         for root, dirs, files in os.walk(self.dir):
             for name in [root] + [os.path.join(root, n) for n in files]:
                 os.chown(name, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
