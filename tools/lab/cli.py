@@ -149,7 +149,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
+    """The options, checked, with the database each run uses: sqlite for
+    one node, the lab's PostgreSQL for several unless --database says
+    otherwise.
+    """
     p = parser()
     args = p.parse_args(argv)
     if args.port + args.nodes - 1 > 65535:
@@ -161,6 +165,11 @@ def main(argv=None) -> int:
             '://' not in args.database:
         p.error('--database: sqlite, postgresql or a SQLAlchemy URL, got %r'
                 % args.database)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     # Imported here: --help works without the virtualenv.
     from . import runner
     try:
