@@ -24,6 +24,8 @@ import sys
 import urllib.error
 import urllib.request
 
+import pytest
+
 from tests.functional import glance as glance_mod
 from tests import helpers
 
@@ -111,6 +113,7 @@ def _postmasters(datadir):
     return found
 
 
+@pytest.mark.slow_newest_only
 @helpers.requires_qemu_img
 def test_two_nodes_share_the_labs_postgresql(pg_lab_dir, tmp_path):
     """``run-glance --nodes 2`` alone: both nodes on one PostgreSQL that
