@@ -16,17 +16,25 @@ driver (:mod:`glance_vsize.ranged`).
 glance_store 5.x honours ``get(location, offset=..., chunk_size=...)``
 only in stores with the ``READ_RANDOM`` capability: ``file`` and
 ``cinder``.  ``http``, ``rbd``, ``s3`` and ``swift`` raise
-``StoreRandomGetNotSupported`` for an offset.  So:
+``StoreRandomGetNotSupported`` for an offset.  So, for an image not in
+a container:
 
 * a ``READ_RANDOM`` store: ranged reads through ``store.get``;
 * the ``rbd`` store: ``rbd.Image.read`` on the image (or its snapshot)
   opened with the store's own connection settings
   (:mod:`glance_vsize.glance.rbd_reader`);
 * the ``http`` store: HTTP ``Range`` requests (RFC 9110 14.2) with the
-  store's own TLS and proxy settings; a server that answers a range with
-  the whole body (200) is read as a stream instead;
-* any other store: one streaming ``store.get`` from start to end, as
-  Glance itself reads the image.
+  store's own TLS and proxy settings;
+* the ``s3`` store: ``get_object(Range=...)`` on the driver's own boto3
+  client (:mod:`glance_vsize.glance.s3_reader`);
+* the ``swift`` store: ``get_object(headers={'Range': ...})`` on a
+  connection from the driver's own connection manager, single- or
+  multi-tenant (:mod:`glance_vsize.glance.swift_reader`);
+* any other store, and any image in a container: one streaming
+  ``store.get`` from start to end, as Glance itself reads the image.
+
+A server that answers a range with anything but a 206 for that range (a
+200 with the whole body) is read as a stream instead.
 
 The stores are Glance's own, created from the deployment's configuration
 (:func:`load_stores`, as glance-api and glance-scrubber do).
@@ -36,7 +44,10 @@ import contextlib
 import logging
 import typing
 
+from glance_vsize.glance import byte_ranges
 from glance_vsize.glance import rbd_reader
+from glance_vsize.glance import s3_reader
+from glance_vsize.glance import swift_reader
 from glance_vsize import inspection
 from glance_vsize import ranged
 
@@ -46,8 +57,8 @@ LOG = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
 
 
-class NoRanges(Exception):
-    """The server does not serve byte ranges."""
+#: The server does not serve byte ranges.
+NoRanges = byte_ranges.NoRanges
 
 
 def load_stores(conf) -> None:
@@ -133,24 +144,38 @@ class _HttpRanges:
                 if resp.status_code in (301, 302, 303, 307, 308):
                     url = resp.headers['location']
                     continue
-                if resp.status_code == 200:
-                    raise NoRanges('%s answered a range request with the '
-                                   'whole body' % self.url)
                 if resp.status_code == 416:
                     return b''
-                resp.raise_for_status()
-                if resp.status_code != 206 or not resp.headers.get(
-                        'content-range', '').startswith(
-                            'bytes %d-' % offset):
-                    raise NoRanges('%s answered a range request with %d %s'
-                                   % (self.url, resp.status_code,
-                                      resp.headers.get('content-range')))
+                if resp.status_code != 200:
+                    resp.raise_for_status()
+                byte_ranges.check(self.url, resp.status_code,
+                                  resp.headers.get('content-range'), offset)
                 return resp.raw.read(length + 1, decode_content=False)
         raise IOError('%s: more than %d redirects' % (self.url,
                                                       MAX_REDIRECTS))
 
     def close(self) -> None:
         self.session.close()
+
+
+@contextlib.contextmanager
+def _http_ranges(store, loc, context) -> typing.Iterator[ranged.ReadAt]:
+    reader = _HttpRanges(store, loc)
+    try:
+        yield reader.read_at
+    finally:
+        reader.close()
+
+
+#: Readers by range requests: ``how()``'s answer -> a context manager
+#: ``(store, loc, context)`` that yields ``read_at``.
+RANGE_READERS: typing.Dict[str, typing.Callable[
+    ..., typing.ContextManager[ranged.ReadAt]]] = {
+    'http-range': _http_ranges,
+    's3-range': lambda store, loc, context: s3_reader.open_object(store,
+                                                                  loc),
+    'swift-range': swift_reader.open_object,
+}
 
 
 def _store_conf(store):
@@ -174,7 +199,7 @@ def _streamed(store, loc, context) -> typing.Iterator[bytes]:
 
 def how(store) -> str:
     """How a store's images are read: ``offset``, ``rbd``,
-    ``http-range`` or ``stream``.
+    ``http-range``, ``s3-range``, ``swift-range`` or ``stream``.
     """
     from glance_store import capabilities
     if store.is_capable(capabilities.BitMasks.READ_RANDOM):
@@ -183,6 +208,10 @@ def how(store) -> str:
         return 'rbd'
     if 'http' in store.get_schemes():
         return 'http-range'
+    if s3_reader.is_s3(store):
+        return 's3-range'
+    if swift_reader.is_swift(store):
+        return 'swift-range'
     return 'stream'
 
 
@@ -216,17 +245,15 @@ def inspect_location(url: str, metadata: dict, length: int,
             chunks=None if bare else _streamed(store, loc, context),
             disk_format=disk_format, container_format=container_format,
             policy=policy)
-    if mode == 'http-range' and bare:
-        reader = _HttpRanges(store, loc)
+    if mode in RANGE_READERS and bare:
         try:
-            return ranged.inspect_ranged(reader.read_at, length,
-                                         disk_format, policy)
+            with RANGE_READERS[mode](store, loc, context) as read_at:
+                return ranged.inspect_ranged(read_at, length, disk_format,
+                                             policy)
         except NoRanges as exc:
             if not stream:
                 raise
             LOG.info('%s; reading it whole', exc)
-        finally:
-            reader.close()
     if not stream:
         raise NoRanges('%s images in a %s store cannot be read by ranges'
                        % (container_format, mode))

@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from typing import List
+from typing import List, Sequence
 
 PACKAGES = ('ceph-mon', 'ceph-osd', 'ceph-mgr', 'ceph-common',
             'python3-rados', 'python3-rbd')
@@ -56,9 +56,11 @@ def _bindings_in(directory: str) -> List[str]:
     return found
 
 
-def missing() -> List[str]:
-    """What is missing: tool names and binding module names."""
-    gone = [t for t in TOOLS if shutil.which(t) is None]
+def missing(tools: Sequence[str] = ()) -> List[str]:
+    """What is missing: tool names (``TOOLS`` and ``tools``) and binding
+    module names.
+    """
+    gone = [t for t in TOOLS + tuple(tools) if shutil.which(t) is None]
     have = {os.path.basename(p).split('.')[0]
             for p in _bindings_in(DIST_PACKAGES)}
     return gone + [b for b in BINDINGS if b not in have]
@@ -77,29 +79,32 @@ def _privileged() -> List[str]:
                                               ' '.join(PACKAGES)))
 
 
-def ensure_installed(say=print) -> None:
-    """Install Debian's Ceph packages when a tool or binding is missing;
-    raise :class:`Unavailable` when that is impossible.
+def ensure_installed(say=print, packages: Sequence[str] = (),
+                     tools: Sequence[str] = ()) -> None:
+    """Install Debian's Ceph packages (and ``packages``, which bring
+    ``tools``) when a tool or binding is missing; raise
+    :class:`Unavailable` when that is impossible.
     """
-    if not missing():
+    if not missing(tools):
         return
+    packages = PACKAGES + tuple(packages)
     prefix = _privileged()
     if shutil.which('apt-get') is None:
         raise Unavailable('Ceph (%s) is not installed and there is no '
-                          'apt-get' % ', '.join(missing()))
-    say('installing %s (Debian packages)' % ' '.join(PACKAGES))
+                          'apt-get' % ', '.join(missing(tools)))
+    say('installing %s (Debian packages)' % ' '.join(packages))
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
     for cmd in (['apt-get', 'update', '-qq'],
                 ['apt-get', 'install', '-y', '-qq',
-                 '--no-install-recommends'] + list(PACKAGES)):
+                 '--no-install-recommends'] + list(packages)):
         proc = subprocess.run(prefix + cmd, env=env, capture_output=True,
                               text=True, timeout=1800)
         if proc.returncode:
             raise Unavailable('%s failed:\n%s%s' % (
                 ' '.join(cmd), proc.stdout[-3000:], proc.stderr[-3000:]))
-    if missing():
+    if missing(tools):
         raise Unavailable('installed %s, still missing: %s'
-                          % (' '.join(PACKAGES), ', '.join(missing())))
+                          % (' '.join(packages), ', '.join(missing(tools))))
 
 
 def link_bindings(site_packages: str = '') -> List[str]:

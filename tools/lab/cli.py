@@ -35,6 +35,7 @@ database and key repositories), log/ and the openrc files: openrc (admin),
 openrc-member (user demo, only the member role in project demo) and
 openrc-service (service-user, the service role); with --store rbd, ceph/
 (the Ceph cluster: ceph.conf, keyrings, daemons' data and logs); with
+--rgw, ceph/rgw/ (the RADOS Gateway's keys, logs, glance-swift.conf); with
 --nodes N, node2/ ... nodeN/ (each node's etc/, staging/, tasks/, log/);
 with --database postgresql (the default with --nodes N > 1), postgres/
 (a private PostgreSQL cluster: data/, postgresql.log, its unix socket and
@@ -129,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
                         'installed when missing) under DIR/ceph, started '
                         'and stopped with the lab; the file stores stay '
                         'for copy-image')
+    p.add_argument('--rgw', action='store_true',
+                   help="Ceph's RADOS Gateway (Debian's radosgw) on the "
+                        "lab's Ceph cluster (DIR/ceph, started as for "
+                        '--store rbd) and two more Glance backends on it: '
+                        's3 (S3 API) and swift (Swift API, Keystone '
+                        'tokens); --store stays the default backend')
     p.add_argument('--ceph-port', type=_port, default=None,
                    help="the Ceph monitor's port with --store rbd "
                         '(default: the one DIR/ceph/ceph.conf names, else '

@@ -24,6 +24,7 @@ from . import identity
 from . import keystone
 from . import nodes
 from . import releases
+from . import rgw
 from . import server
 from . import sqlite
 
@@ -45,6 +46,7 @@ class Lab:
         self.stopping = False
         self.ceph = None
         self.pg = None
+        self.rgw = None
 
     # ------------------------------------------------------------ setup
     def _check_release(self) -> None:
@@ -169,7 +171,7 @@ class Lab:
                                    '127.0.0.1:%d' % port)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        if a.store == 'rbd':
+        if a.store == 'rbd' or a.rgw:
             self._ceph_setup()
         kport = a.keystone_port or server.free_port()
         auth_url = 'http://127.0.0.1:%d/v3' % kport
@@ -196,8 +198,11 @@ class Lab:
                     'region_name': identity.REGION})
             conf = os.path.join(etc, 'glance-api.conf')
             nodes.configure(conf, self.data, node, port, a.nodes)
-            if self.ceph:
+            if a.store == 'rbd':
                 nodes.use_rbd(conf, self.ceph.glance_backend())
+            if self.rgw:
+                rgw.use_rgw(conf, self.rgw.glance_backends(
+                    auth_url, passwords['glance']))
         if a.no_vsize:
             say('--no-vsize: glance_vsize is left out')
         if a.database == 'sqlite' and a.workers > 1:
@@ -239,6 +244,9 @@ class Lab:
         identity.setup(auth_url, glance_url, self.kdir, template_pw)
         keystone.admin_password_set(self.kdir)
         identity.write_openrc(self.data, auth_url, passwords)
+        if self.rgw:
+            self.rgw.register(auth_url, passwords['admin'])
+            self.procs.append(self.rgw.start(auth_url, passwords['glance']))
         say('Keystone started in %.1f s' % (time.monotonic() - t1))
         print('Keystone ready at %s' % auth_url, flush=True)
         for node, (port, gproc) in enumerate(zip(ports, gprocs), 1):
@@ -266,6 +274,9 @@ class Lab:
         cephpkg.link_bindings()
         self.ceph = ceph.Cluster(os.path.join(self.data, 'ceph'),
                                  self.args.ceph_port, say=say)
+        if self.args.rgw:
+            cephpkg.ensure_installed(say, rgw.PACKAGES, rgw.TOOLS)
+            self.rgw = rgw.Gateway(self.ceph, say=say)
 
     def _start_ceph(self) -> None:
         """Start the cluster; its daemons join the processes this lab
