@@ -22,13 +22,13 @@ once), the keyring, the logs and ``glance-swift.conf`` (Glance's
 
 * S3: the RGW user ``glance`` (``radosgw-admin user create``) with the
   keys in ``lab.json``; Glance's backend ``s3`` stores in bucket
-  ``glance``.
+  ``glance-s3``.
 * Swift: RGW validates Keystone tokens (glance_store 5 authenticates
   with Keystone v3 only: its ``auth_version`` 1 and 2 are gone); the
   catalog's ``object-store`` service points at
   ``/swift/v1/AUTH_<project id>``; Glance's backend ``swift`` stores as
   the ``glance`` user of project ``service`` (single-tenant) in
-  container ``glance``.
+  container ``glance-swift``.
 """
 
 import json
@@ -49,9 +49,12 @@ from .ini import iniset_many
 NAME = 'client.rgw.lab'
 PACKAGES = ('radosgw',)
 TOOLS = ('radosgw', 'radosgw-admin')
-#: RGW user (S3) and bucket/container of Glance's backends.
+#: RGW user (S3) of Glance's backend s3.
 USER = 'glance'
-BUCKET = 'glance'
+#: Bucket and container of Glance's backends: two names, as RGW's
+#: buckets share one namespace (no tenants here).
+BUCKET = 'glance-s3'
+CONTAINER = 'glance-swift'
 S3_BACKEND = 's3'
 SWIFT_BACKEND = 'swift'
 #: RGW's settings besides the frontend, the paths and Keystone's.
@@ -131,7 +134,7 @@ class Gateway:
             SWIFT_BACKEND: {
                 'swift_store_config_file': swift_conf,
                 'default_swift_reference': 'ref1',
-                'swift_store_container': BUCKET,
+                'swift_store_container': CONTAINER,
                 'swift_store_create_container_on_put': 'True',
                 'swift_store_endpoint_type': 'publicURL'},
         }
@@ -213,11 +216,12 @@ class Gateway:
                         self.state['access_key'], '--secret',
                         self.state['secret_key'])
 
-    def register(self, auth_url: str, admin_password: str) -> None:
+    def register(self, auth_url: str, password: str) -> None:
         """The ``object-store`` service and its endpoints in Keystone's
-        catalog (what the swift store looks up).
+        catalog (what the swift store looks up), as ``glance`` (an admin
+        of project ``service``).
         """
-        kc = identity.Client(auth_url, 'admin', admin_password, 'admin')
+        kc = identity.Client(auth_url, 'glance', password, 'service')
         service = kc.ensure('services', {
             'type': 'object-store', 'name': 'swift',
             'description': 'RADOS Gateway (lab)'}, type='object-store')

@@ -237,7 +237,7 @@ class Lab:
         if self.ceph:
             # While Keystone and Glance boot: Glance connects to the
             # cluster at its first upload, not when it starts.
-            self._start_ceph()
+            self._start_ceph(auth_url, passwords['glance'])
         timeout = float(os.environ.get('RUN_GLANCE_READY_TIMEOUT', 120))
         server.wait_ready(kproc, kport, 'Keystone', timeout,
                           [log('keystone-gunicorn.log'), log('keystone.log')])
@@ -245,8 +245,7 @@ class Lab:
         keystone.admin_password_set(self.kdir)
         identity.write_openrc(self.data, auth_url, passwords)
         if self.rgw:
-            self.rgw.register(auth_url, passwords['admin'])
-            self.procs.append(self.rgw.start(auth_url, passwords['glance']))
+            self.rgw.register(auth_url, passwords['glance'])
         say('Keystone started in %.1f s' % (time.monotonic() - t1))
         print('Keystone ready at %s' % auth_url, flush=True)
         for node, (port, gproc) in enumerate(zip(ports, gprocs), 1):
@@ -278,14 +277,21 @@ class Lab:
             cephpkg.ensure_installed(say, rgw.PACKAGES, rgw.TOOLS)
             self.rgw = rgw.Gateway(self.ceph, say=say)
 
-    def _start_ceph(self) -> None:
-        """Start the cluster; its daemons join the processes this lab
-        watches and stops.
+    def _start_ceph(self, auth_url: str, glance_password: str) -> None:
+        """Start the cluster, and the RADOS Gateway with --rgw (it asks
+        Keystone at its first Swift request); the daemons join the
+        processes this lab watches and stops.
         """
         try:
             self.ceph.start()
         finally:
             self.procs.extend(self.ceph.procs)
+        if self.rgw:
+            try:
+                self.rgw.start(auth_url, glance_password)
+            finally:
+                if self.rgw.proc:
+                    self.procs.append(self.rgw.proc)
 
     def _start(self, proc):
         self.procs.append(proc)
