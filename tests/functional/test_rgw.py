@@ -1,0 +1,198 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+
+"""Images in Ceph's RADOS Gateway read by ranges: glance_store's ``s3``
+store (``get_object(Range=...)``) and ``swift`` store (``Range`` on the
+store's own Keystone-authenticated connection), on the lab's RGW
+(``tools/run-glance --rgw``; skipped, saying why, only where Ceph or
+radosgw cannot be installed).
+
+A Glance without glance_vsize (``--no-vsize``) stores a qcow2, a dynamic
+VHD (each with 24 MiB of random data: read whole, either costs more
+than 2 MiB) and an unsafe qcow2 that Glance accepts in each backend;
+``glance-vsize backfill`` then sets qemu-img's virtual size, reads at
+most 2 MiB of each and reports the unsafe one.  An image whose data was
+put in a bucket beforehand is added by location (``s3://``), as Nova
+and Cinder add theirs, and read the same way.
+"""
+
+import json
+import os
+import re
+import sys
+import uuid
+
+import pytest
+
+from tests.functional import glance as glance_mod
+from tests.functional import test_backfill
+from tests.functional import test_locations
+from tests import helpers
+
+sys.path.insert(0, os.path.join(glance_mod.REPO, 'tools'))
+from lab import cephpkg  # noqa: E402
+from lab import rgw  # noqa: E402
+
+pytestmark = helpers.requires_qemu_img
+
+MiB = 1 << 20
+G = 1 << 30
+#: The issue's bound on what is read of an image not in a container.
+BUDGET = 2 * MiB
+#: Random data in each image, so that reading it whole exceeds BUDGET.
+DATA = 24 * MiB
+
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory):
+    try:
+        cephpkg.ensure_installed(say=lambda text: None,
+                                 packages=rgw.PACKAGES, tools=rgw.TOOLS)
+    except cephpkg.Unavailable as exc:
+        pytest.skip('Ceph or the RADOS Gateway cannot be installed here: '
+                    '%s' % exc)
+    api = glance_mod.Glance(tmp_path_factory.mktemp('rgw'),
+                            extra_args=['--rgw', '--no-vsize'])
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    """{name: (path, disk_format, qemu-img's virtual size or None for an
+    unsafe image)}.
+    """
+    d = tmp_path_factory.mktemp('rgw-images')
+    raw = str(d / 'data.raw')
+    with open(raw, 'wb') as f:
+        f.write(os.urandom(DATA))
+        f.truncate(20 * G)
+    made = {}
+    for name, fmt, opts in (('disk.qcow2', 'qcow2', []),
+                            ('dynamic.vhd', 'vhd', ['-o',
+                                                    'subformat=dynamic'])):
+        path = str(d / name)
+        helpers.qemu_img('convert', '-q', '-f', 'raw', '-O',
+                         helpers.QEMU_NAME.get(fmt, fmt), *opts, raw, path)
+        assert os.path.getsize(path) > DATA
+        made[name] = (path, fmt, helpers.qemu_info(path, fmt)[
+            'virtual-size'])
+    os.unlink(raw)
+    # Header length past its 64 KiB cluster: qemu-img cannot open it;
+    # Glance makes it active.
+    v3 = helpers.create(d / 'v3.qcow2', 'qcow2', G)
+    unsafe = helpers.mutated_copy(v3, d / 'hdrlen.qcow2',
+                                  [(100, '>I', 65544)])
+    assert helpers.qemu_info(unsafe, 'qcow2') is None
+    made['hdrlen.qcow2'] = (unsafe, 'qcow2', None)
+    return made
+
+
+def upload(lab, path, disk_format, store):
+    """Upload ``path`` as the member, into Glance backend ``store``."""
+    image_id = lab.create(disk_format)
+    with open(path, 'rb') as body:
+        status, data = lab.request(
+            'PUT', '/v2/images/%s/file' % image_id, body,
+            {'Content-Type': 'application/octet-stream',
+             'X-Image-Meta-Store': store})
+    assert status == 204, data
+    image = lab.show(image_id)
+    assert (image['status'], image['stores']) == ('active', store), image
+    return image_id
+
+
+def rgw_requests(lab, name):
+    """HTTP statuses of radosgw's GETs of objects named ``name``."""
+    with open(os.path.join(lab.data_dir, 'ceph', 'rgw', 'log',
+                           'radosgw.log')) as f:
+        return [int(m.group(1)) for m in re.finditer(
+            r'"GET /\S*/%s HTTP/1.1" (\d+) ' % re.escape(name), f.read())]
+
+
+@pytest.mark.parametrize('store', [rgw.S3_BACKEND, rgw.SWIFT_BACKEND])
+def test_backfill_reads_rgw_images_by_ranges(lab, images, store):
+    ids = {upload(lab, path, disk, store): name
+           for name, (path, disk, _want) in images.items()}
+    args = [a for image_id in ids for a in ('--image', image_id)]
+    status, report, err = test_backfill.backfill(lab, *args)
+    assert status == 3, err   # the unsafe image
+    assert set(report) == set(ids)
+    for image_id, name in ids.items():
+        row = report[image_id]
+        want = images[name][2]
+        if want is None:
+            assert (row['action'], row['safe'], row['virtual_size']) == (
+                'unsafe', False, None), row
+            assert 'header_length' in row['failures'], row
+            continue
+        assert row['action'] in ('set', 'unchanged'), (name, row)
+        assert (row['safe'], row['virtual_size']) == (True, want), row
+        assert lab.show(image_id)['virtual_size'] == want, name
+        # Read whole, the image would cost more than DATA.
+        assert 0 < row['bytes_read'] <= BUDGET, (name, row)
+        # Every GET was answered by a range (206), none with the whole
+        # object (200) (Glance's own upload does not GET).
+        answers = rgw_requests(lab, image_id)
+        assert answers and set(answers) == {206}, (name, answers)
+
+
+def s3_client(lab):
+    import boto3
+    with open(os.path.join(lab.data_dir, 'ceph', 'rgw', 'lab.json')) as f:
+        state = json.load(f)
+    return boto3.session.Session(
+        aws_access_key_id=state['access_key'],
+        aws_secret_access_key=state['secret_key']).client(
+            's3', endpoint_url='http://127.0.0.1:%d' % state['port'],
+            region_name='us-east-1'), state
+
+
+def test_backfill_reads_an_s3_location_by_ranges(lab, images):
+    """An image added by location (``s3://KEY:SECRET@HOST/BUCKET/OBJ``),
+    its data put by an S3 client; then gone: an error, no traceback.
+    """
+    path, disk, want = images['disk.qcow2']
+    client, state = s3_client(lab)
+    try:
+        client.create_bucket(Bucket=rgw.BUCKET)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    key = 'by-location-%s' % uuid.uuid4().hex
+    with open(path, 'rb') as f:
+        client.put_object(Bucket=rgw.BUCKET, Key=key, Body=f)
+    url = 's3://%s:%s@127.0.0.1:%d/%s/%s' % (
+        state['access_key'], state['secret_key'], state['port'],
+        rgw.BUCKET, key)
+    image_id = lab.create(disk)
+    status, body = test_locations.add_location(lab, image_id, url)
+    assert status == 202, body
+    image = test_locations.wait_for(
+        lab, image_id, lambda image: image['status'] == 'active')
+    assert image['status'] == 'active', image
+
+    status, report, err = test_backfill.backfill(lab, '--image', image_id)
+    assert status == 0, err
+    row = report[image_id]
+    assert (row['action'], row['virtual_size']) == ('set', want), row
+    assert 0 < row['bytes_read'] <= BUDGET, row
+    assert lab.show(image_id)['virtual_size'] == want
+
+    client.delete_object(Bucket=rgw.BUCKET, Key=key)
+    status, report, err = test_backfill.backfill(lab, '--image', image_id,
+                                                 '--all')
+    row = report[image_id]
+    assert (row['action'], row['virtual_size']) == ('error', None), row
+    assert 'does not exist' in row['failures']['error'], row
+    assert 'Traceback' not in err
+    assert lab.show(image_id)['virtual_size'] == want
