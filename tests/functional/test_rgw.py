@@ -29,6 +29,7 @@ and Cinder add theirs, and read the same way.
 import json
 import os
 import re
+import subprocess
 import sys
 import uuid
 
@@ -158,9 +159,27 @@ def s3_client(lab):
             region_name='us-east-1'), state
 
 
+#: The URL prefix a backend's store records (glance_store 5.6 leaves the
+#: S3 keys out of it, earlier releases put them in).
+URL_PREFIX = """
+import sys
+from glance_store import multi_backend
+from glance_vsize.cmd import backfill
+backfill.load_conf(sys.argv[1])
+print(multi_backend.get_store_from_store_identifier(sys.argv[2]).url_prefix)
+"""
+
+
+def url_prefix(lab, backend):
+    return subprocess.run(
+        [os.path.join(glance_mod.VENV_BIN, 'python'), '-c', URL_PREFIX,
+         os.path.join(lab.data_dir, 'etc'), backend], capture_output=True,
+        text=True, check=True, timeout=120).stdout.strip()
+
+
 def test_backfill_reads_an_s3_location_by_ranges(lab, images):
-    """An image added by location (``s3://KEY:SECRET@HOST/BUCKET/OBJ``),
-    its data put by an S3 client; then gone: an error, no traceback.
+    """An image added by location (``s3://HOST/BUCKET/OBJ``), its data
+    put by an S3 client; then gone: an error, no traceback.
     """
     path, disk, want = images['disk.qcow2']
     client, state = s3_client(lab)
@@ -171,9 +190,8 @@ def test_backfill_reads_an_s3_location_by_ranges(lab, images):
     key = 'by-location-%s' % uuid.uuid4().hex
     with open(path, 'rb') as f:
         client.put_object(Bucket=rgw.BUCKET, Key=key, Body=f)
-    url = 's3://%s:%s@127.0.0.1:%d/%s/%s' % (
-        state['access_key'], state['secret_key'], state['port'],
-        rgw.BUCKET, key)
+    # A location in the backend's bucket (Glance refuses any other).
+    url = '%s/%s' % (url_prefix(lab, rgw.S3_BACKEND), key)
     image_id = lab.create(disk)
     status, body = test_locations.add_location(lab, image_id, url)
     assert status == 202, body
@@ -189,8 +207,8 @@ def test_backfill_reads_an_s3_location_by_ranges(lab, images):
     assert lab.show(image_id)['virtual_size'] == want
 
     client.delete_object(Bucket=rgw.BUCKET, Key=key)
-    status, report, err = test_backfill.backfill(lab, '--image', image_id,
-                                                 '--all')
+    status, report, err = test_backfill.backfill(lab, '--image', image_id)
+    assert status == 0, err
     row = report[image_id]
     assert (row['action'], row['virtual_size']) == ('error', None), row
     assert 'does not exist' in row['failures']['error'], row
