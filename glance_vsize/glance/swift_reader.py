@@ -48,6 +48,14 @@ def is_swift(store) -> bool:
             and hasattr(store, 'get_manager'))
 
 
+def is_multi_tenant(store) -> bool:
+    """Whether ``store`` reads with the request's token
+    (``swift_store_multi_tenant``).
+    """
+    from glance_store._drivers.swift import store as swift_store
+    return isinstance(store, swift_store.MultiTenantStore)
+
+
 def _read(body, length: int) -> bytes:
     out = bytearray()
     for chunk in body:
@@ -66,13 +74,19 @@ def open_object(store, loc, context=None) -> typing.Iterator[
     :param context: the request context (the multi-tenant store reads
         with its token).
     :raises: ``glance_store.exceptions.NotFound`` when the object does not
-        exist; swiftclient's and keystoneauth's errors otherwise.
+        exist; ``BadStoreConfiguration`` for a multi-tenant store without
+        a request token (``glance-vsize backfill`` has none);
+        swiftclient's and keystoneauth's errors otherwise.
     """
     from glance_store import exceptions
     import swiftclient
 
     spec = loc.store_location
     what = 'swift object %s/%s' % (spec.container, spec.obj)
+    if is_multi_tenant(store) and not getattr(context, 'auth_token', None):
+        raise exceptions.BadStoreConfiguration(
+            store_name='swift', reason='%s is in a multi-tenant store, '
+            'read with the token of a request: there is none here' % what)
     with store.get_manager(spec, context) as manager:
         def read_at(offset: int, length: int) -> bytes:
             answer: dict = {}
