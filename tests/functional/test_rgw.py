@@ -24,6 +24,11 @@ than 2 MiB) and an unsafe qcow2 that Glance accepts in each backend;
 most 2 MiB of each and reports the unsafe one.  An image whose data was
 put in a bucket beforehand is added by location (``s3://``), as Nova
 and Cinder add theirs, and read the same way.
+
+Then the same lab directory starts again with glance_vsize (the same
+Ceph cluster and gateway, a second start): an image added by ``s3://``
+location gets qemu-img's size by ranges once Glance accepts it, and an
+unsafe one is refused before Glance records it.
 """
 
 import json
@@ -64,6 +69,17 @@ def lab(tmp_path_factory):
                     '%s' % exc)
     api = glance_mod.Glance(tmp_path_factory.mktemp('rgw'),
                             extra_args=['--rgw', '--no-vsize'])
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope='module')
+def vsize_lab(lab):
+    """The same DIR started again, with glance_vsize; after every test
+    that uses ``lab``.
+    """
+    lab.stop()
+    api = glance_mod.Glance(lab.data_dir, extra_args=['--rgw'])
     yield api
     api.stop()
 
@@ -182,16 +198,7 @@ def test_backfill_reads_an_s3_location_by_ranges(lab, images):
     put by an S3 client; then gone: an error, no traceback.
     """
     path, disk, want = images['disk.qcow2']
-    client, state = s3_client(lab)
-    try:
-        client.create_bucket(Bucket=rgw.BUCKET)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    key = 'by-location-%s' % uuid.uuid4().hex
-    with open(path, 'rb') as f:
-        client.put_object(Bucket=rgw.BUCKET, Key=key, Body=f)
-    # A location in the backend's bucket (Glance refuses any other).
-    url = '%s/%s' % (url_prefix(lab, rgw.S3_BACKEND), key)
+    url = put_s3_object(lab, path)
     image_id = lab.create(disk)
     status, body = test_locations.add_location(lab, image_id, url)
     assert status == 202, body
@@ -206,7 +213,8 @@ def test_backfill_reads_an_s3_location_by_ranges(lab, images):
     assert 0 < row['bytes_read'] <= BUDGET, row
     assert lab.show(image_id)['virtual_size'] == want
 
-    client.delete_object(Bucket=rgw.BUCKET, Key=key)
+    s3_client(lab)[0].delete_object(Bucket=rgw.BUCKET,
+                                    Key=url.rsplit('/', 1)[1])
     status, report, err = test_backfill.backfill(lab, '--image', image_id)
     assert status == 0, err
     row = report[image_id]
@@ -214,3 +222,49 @@ def test_backfill_reads_an_s3_location_by_ranges(lab, images):
     assert 'does not exist' in row['failures']['error'], row
     assert 'Traceback' not in err
     assert lab.show(image_id)['virtual_size'] == want
+
+
+def put_s3_object(lab, path):
+    """Put ``path`` in the s3 backend's bucket; returns its location."""
+    client, _state = s3_client(lab)
+    try:
+        client.create_bucket(Bucket=rgw.BUCKET)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    key = 'by-location-%s' % uuid.uuid4().hex
+    with open(path, 'rb') as f:
+        client.put_object(Bucket=rgw.BUCKET, Key=key, Body=f)
+    # A location in the backend's bucket (Glance refuses any other).
+    return '%s/%s' % (url_prefix(lab, rgw.S3_BACKEND), key)
+
+
+def test_s3_location_gets_qemu_img_size_by_ranges(vsize_lab, images):
+    lab = vsize_lab
+    for name in ('disk.qcow2', 'dynamic.vhd'):
+        path, disk, want = images[name]
+        image_id = lab.create(disk)
+        status, body = test_locations.add_location(
+            lab, image_id, put_s3_object(lab, path))
+        assert status == 202, body
+        image = test_locations.wait_for(
+            lab, image_id, lambda image: image['virtual_size'] is not None)
+        assert (image['status'], image['virtual_size']) == ('active', want)
+        match = re.search(r'Image %s: virtual_size %d \(\w+\) from its '
+                          r'location, (\d+) bytes read' % (image_id, want),
+                          lab.log())
+        assert match, name
+        assert 0 < int(match.group(1)) <= BUDGET, (name, match.group(0))
+
+
+def test_unsafe_s3_location_is_refused_before_glance_records_it(
+        vsize_lab, images):
+    lab = vsize_lab
+    path, disk, _want = images['hdrlen.qcow2']
+    image_id = lab.create(disk)
+    status, body = test_locations.add_location(lab, image_id,
+                                               put_s3_object(lab, path))
+    assert status == 400, body
+    assert 'header_length' in body['message'], body
+    assert 'refused by glance_vsize' in body['message'], body
+    image = lab.show(image_id)
+    assert (image['status'], image['virtual_size']) == ('queued', None)
