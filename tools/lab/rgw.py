@@ -17,8 +17,8 @@ Debian's ``radosgw`` (the cluster's Ceph release), one gateway
 ``client.rgw.lab`` with the beast frontend on 127.0.0.1, run in the
 foreground as this process's child.  Its state is in ``DIR/ceph/rgw``:
 ``lab.json`` (the port of the last start and the S3 user's keys, made
-once), the keyring, the logs and ``glance-swift.conf`` (Glance's
-``swift_store_config_file``).
+once), the keyring, the logs, ``keystone-password`` (RGW's) and
+``glance-swift.conf`` (Glance's ``swift_store_config_file``).
 
 * S3: the RGW user ``glance`` (``radosgw-admin user create``) with the
   keys in ``lab.json``; Glance's backend ``s3`` stores in bucket
@@ -156,6 +156,8 @@ class Gateway:
                 'prefix': 'auth get-or-create', 'entity': NAME,
                 'caps': ['mon', 'allow rw', 'osd', 'allow rwx']})
         ceph.Cluster._write_file(self.path('keyring'), key)
+        # The password in a file (0600), not on radosgw's command line.
+        ceph.Cluster._write_file(self.path('keystone-password'), password)
         args = {
             'rgw_frontends': 'beast endpoint=127.0.0.1:%d' % self.port,
             'rgw_data': self.dir, 'keyring': self.path('keyring'),
@@ -163,13 +165,15 @@ class Gateway:
             'admin_socket': self.path('radosgw.asok'),
             'rgw_keystone_url': auth_url.rsplit('/v3', 1)[0],
             'rgw_keystone_admin_user': 'glance',
-            'rgw_keystone_admin_password': password,
+            'rgw_keystone_admin_password_path': self.path(
+                'keystone-password'),
             'rgw_keystone_admin_project': 'service',
             'rgw_keystone_admin_domain': 'Default'}
         args.update(OPTIONS)
-        cmd = ['radosgw', '-f', '-c', self.cluster.conf, '-n', NAME]
+        cmd = ['radosgw', '-f', '-c', self.cluster.conf]
         for name, value in args.items():
             cmd += ['--' + name, value]
+        cmd += ['-n', NAME]   # last: what the lab names when it exits
         with open(self.path('log', 'radosgw.out'), 'ab') as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=out)

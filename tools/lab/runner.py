@@ -265,16 +265,19 @@ class Lab:
 
     def _ceph_setup(self) -> None:
         """Ceph for the RBD store (lab.ceph), under DIR/ceph: Debian's
-        packages and the bindings Glance imports.
+        packages and the bindings Glance imports; with --rgw, the RADOS
+        Gateway too (lab.rgw).
         """
         from . import ceph
         from . import cephpkg
-        cephpkg.ensure_installed(say)
+        if self.args.rgw:
+            cephpkg.ensure_installed(say, rgw.PACKAGES, rgw.TOOLS)
+        else:
+            cephpkg.ensure_installed(say)
         cephpkg.link_bindings()
         self.ceph = ceph.Cluster(os.path.join(self.data, 'ceph'),
                                  self.args.ceph_port, say=say)
         if self.args.rgw:
-            cephpkg.ensure_installed(say, rgw.PACKAGES, rgw.TOOLS)
             self.rgw = rgw.Gateway(self.ceph, say=say)
 
     def _start_ceph(self, auth_url: str, glance_password: str) -> None:
