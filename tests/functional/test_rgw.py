@@ -23,7 +23,9 @@ than 2 MiB) and an unsafe qcow2 that Glance accepts in each backend;
 ``glance-vsize backfill`` then sets qemu-img's virtual size, reads at
 most 2 MiB of each and reports the unsafe one.  An image whose data was
 put in a bucket beforehand is added by location (``s3://``), as Nova
-and Cinder add theirs, and read the same way.
+and Cinder add theirs, and read the same way.  Through a proxy that drops
+``Range`` (a server that ignores ranges), a Swift image is read whole
+and still gets qemu-img's size.
 
 Then the same lab directory starts again with glance_vsize (the same
 Ceph cluster and gateway, a second start): an image added by ``s3://``
@@ -31,11 +33,16 @@ location gets qemu-img's size by ranges once Glance accepts it, and an
 unsafe one is refused before Glance records it.
 """
 
+import contextlib
+import http.client
+import http.server
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 import uuid
 
 import pytest
@@ -47,6 +54,8 @@ from tests import helpers
 
 sys.path.insert(0, os.path.join(glance_mod.REPO, 'tools'))
 from lab import cephpkg  # noqa: E402
+from lab import identity  # noqa: E402
+from lab import ini  # noqa: E402
 from lab import rgw  # noqa: E402
 
 pytestmark = helpers.requires_qemu_img
@@ -222,6 +231,109 @@ def test_backfill_reads_an_s3_location_by_ranges(lab, images):
     assert 'does not exist' in row['failures']['error'], row
     assert 'Traceback' not in err
     assert lab.show(image_id)['virtual_size'] == want
+
+
+class RangeDroppingProxy(http.server.ThreadingHTTPServer):
+    """Forwards GET and HEAD to radosgw without their ``Range`` header,
+    as a server that ignores ranges answers: 200, the whole object.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.ranges = []   # the Range header of every GET it forwarded
+        super().__init__(('127.0.0.1', 0), _ProxyHandler)
+        self.url = 'http://127.0.0.1:%d' % self.server_address[1]
+
+    def handle_error(self, request, client_address):
+        pass   # a client that closes a whole answer it does not want
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self):
+        self.server.ranges.append(self.headers.get('Range'))
+        self._forward('GET')
+
+    def do_HEAD(self):
+        self._forward('HEAD')
+
+    def _forward(self, method):
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ('range', 'host', 'connection')}
+        conn = http.client.HTTPConnection('127.0.0.1',
+                                          self.server.target_port,
+                                          timeout=60)
+        with contextlib.closing(conn):
+            conn.request(method, self.path, headers=headers)
+            resp = conn.getresponse()
+            self.send_response(resp.status)
+            for key, value in resp.getheaders():
+                if key.lower() not in ('connection', 'transfer-encoding'):
+                    self.send_header(key, value)
+            self.end_headers()
+            while method == 'GET':
+                chunk = resp.read(65536)
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+
+    def log_message(self, *args):
+        pass
+
+
+def swift_endpoint(lab):
+    """The catalog's public object-store URL for Glance's own user."""
+    creds = lab.credentials()
+    passwords, _made = identity.passwords(os.path.join(lab.data_dir,
+                                                       'keystone'))
+    kc = identity.Client(creds['OS_AUTH_URL'], 'glance',
+                         passwords['glance'], 'service')
+    for service in kc.ok('GET', '/auth/catalog')['catalog']:
+        if service['type'] == 'object-store':
+            return next(ep['url'] for ep in service['endpoints']
+                        if ep['interface'] == 'public')
+    raise AssertionError('no object-store service in the catalog')
+
+
+def test_backfill_reads_swift_whole_where_ranges_are_ignored(
+        lab, images, tmp_path):
+    """``swift_store_endpoint`` (a copy of the deployment's config) names
+    the proxy: every range request gets the whole object, so the image is
+    read from start to end, and gets qemu-img's size all the same.
+    """
+    path, disk, want = images['dynamic.vhd']
+    image_id = upload(lab, path, disk, rgw.SWIFT_BACKEND)
+    with open(os.path.join(lab.data_dir, 'ceph', 'rgw', 'lab.json')) as f:
+        port = json.load(f)['port']
+    proxy = RangeDroppingProxy(port)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        etc = str(tmp_path / 'etc')
+        shutil.copytree(os.path.join(lab.data_dir, 'etc'), etc)
+        endpoint = swift_endpoint(lab)
+        assert endpoint.startswith('http://127.0.0.1:%d/' % port)
+        ini.iniset(os.path.join(etc, 'glance-api.conf'), rgw.SWIFT_BACKEND,
+                   'swift_store_endpoint', proxy.url + endpoint.split(
+                       str(port), 1)[1])
+        proc = subprocess.run(
+            [test_backfill.CLI, 'backfill', '--config-dir', etc, '--json',
+             '--image', image_id], capture_output=True, text=True,
+            timeout=600)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert (row['safe'], row['virtual_size']) == (True, want), row
+    assert row['action'] in ('set', 'unchanged'), row
+    # One range asked, answered whole: then one read from start to end.
+    assert proxy.ranges[0] and proxy.ranges[0].startswith('bytes='), \
+        proxy.ranges
+    assert proxy.ranges[1:] == [None], proxy.ranges
+    assert row['bytes_read'] >= os.path.getsize(path), row
 
 
 def put_s3_object(lab, path):
