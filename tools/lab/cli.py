@@ -149,6 +149,12 @@ def parser() -> argparse.ArgumentParser:
                         'otherwise) and the stores; openrc names node 1')
     p.add_argument('--debug', action='store_true',
                    help='Glance and Keystone debug logging')
+    p.add_argument('--iniset', nargs=3, action='append', default=[],
+                   metavar=('SECTION', 'KEY', 'VALUE'),
+                   help="set KEY = VALUE in [SECTION] of every node's "
+                        'glance-api.conf, after the lab\'s own settings '
+                        '(repeatable), e.g. --iniset DEFAULT '
+                        'show_multiple_locations True')
     p.add_argument('--no-vsize', action='store_true',
                    help="the same lab WITHOUT glance_vsize: the wheel's "
                         'files without etc/*.patch, no import plugin '

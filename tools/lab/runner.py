@@ -21,6 +21,7 @@ import time
 
 from . import glance_etc
 from . import identity
+from . import ini
 from . import keystone
 from . import nodes
 from . import releases
@@ -203,6 +204,8 @@ class Lab:
             if self.rgw:
                 rgw.use_rgw(conf, self.rgw.glance_backends(
                     auth_url, passwords['glance']))
+            for section, key, value in a.iniset:     # --iniset: last
+                ini.iniset(conf, section, key, value)
         if a.no_vsize:
             say('--no-vsize: glance_vsize is left out')
         if a.database == 'sqlite' and a.workers > 1:
