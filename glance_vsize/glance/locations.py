@@ -58,7 +58,12 @@ LOG = logging.getLogger(__name__)
 _LOCATIONS_PATH = re.compile(
     r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/locations/?$')
 _IMAGE_PATH = re.compile(r'^(?:/v2)?/images/([0-9a-fA-F-]{1,64})/?$')
-_PATCH_LOCATION = re.compile(r'^/locations(/(-|\d+))?$')
+#: The JSON patch paths Glance takes a new location from: ``add`` one
+#: location at ``/locations/-`` or ``/locations/N``; ``replace`` the list
+#: at ``/locations``.  Glance refuses any other shape (its schema, or its
+#: position check) before it reads a location: so does this filter.
+_PATCH_LOCATION = {'add': re.compile(r'^/locations/(-|\d+)$'),
+                   'replace': re.compile(r'^/locations$')}
 
 #: How long step 2 waits for Glance to accept a location, in seconds
 #: (Glance's task may read the whole image to hash it first).
@@ -123,13 +128,14 @@ def _new_locations(request, method) -> typing.List[str]:
         return [url] if isinstance(url, str) else []
     urls = []
     for op in doc if isinstance(doc, list) else ():
-        if not isinstance(op, dict) or op.get('op') not in ('add',
-                                                            'replace'):
+        if not isinstance(op, dict) or op.get('op') not in _PATCH_LOCATION:
             continue
-        if not _PATCH_LOCATION.match(str(op.get('path', ''))):
+        if not _PATCH_LOCATION[op['op']].match(str(op.get('path', ''))):
             continue
         value = op.get('value')
-        for loc in value if isinstance(value, list) else [value]:
+        if op['op'] == 'add':
+            value = [value] if isinstance(value, dict) else []
+        for loc in value if isinstance(value, list) else ():
             if isinstance(loc, dict) and isinstance(loc.get('url'), str):
                 urls.append(loc['url'])
     return urls

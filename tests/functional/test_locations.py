@@ -11,10 +11,12 @@
 #    under the License.
 
 
-"""Images added by location (``POST /v2/images/{id}/locations``, by the
-lab's service user) over http, from a local server on 127.0.0.1, in a
-real Glance with glance_vsize: qemu-img's virtual size by ranged reads;
-unsafe locations refused before Glance records them.
+"""Images added by location over http, from a local server on 127.0.0.1,
+in a real Glance with glance_vsize: qemu-img's virtual size by ranged
+reads; unsafe locations refused before Glance records them.  Both calls:
+``POST /v2/images/{id}/locations`` (by the lab's service user, as Nova
+and Cinder make it) and ``PATCH /v2/images/{id}`` adding ``/locations``
+(where glance-api.conf sets ``show_multiple_locations = True``).
 """
 
 import json
@@ -33,6 +35,20 @@ MiB = 1 << 20
 @pytest.fixture(scope='module')
 def glance(tmp_path_factory):
     api = glance_mod.Glance(tmp_path_factory.mktemp('glance-locations'))
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope='module')
+def glance_ml(tmp_path_factory):
+    """A Glance whose glance-api.conf sets ``[DEFAULT]
+    show_multiple_locations = True`` (deprecated, still used): the
+    location PATCH calls are allowed.
+    """
+    api = glance_mod.Glance(
+        tmp_path_factory.mktemp('glance-multiple-locations'),
+        extra_args=['--iniset', 'DEFAULT', 'show_multiple_locations',
+                    'True'])
     yield api
     api.stop()
 
@@ -154,3 +170,98 @@ def test_unsafe_data_read_only_after_glance_accepted_it_is_deactivated(
     assert (image['status'], image['virtual_size']) == ('deactivated', None)
     assert 'backing_file' in glance.log()
     assert 'is deactivated' in glance.log()
+
+
+# PATCH /v2/images/{id} adding /locations -----------------------------------
+PATCH_TYPE = 'application/openstack-images-v2.1-json-patch'
+
+
+def patch_add_location(glance, image_id, url, path='/locations/-'):
+    """PATCH add of one location, as the image's owner (the member):
+    Glance's ``set_image_location`` policy is admin or project member on
+    every supported release (2025.1 to master), so no admin and no
+    service token are needed.
+    """
+    status, data = glance.request(
+        'PATCH', '/v2/images/%s' % image_id,
+        json.dumps([{'op': 'add', 'path': path,
+                     'value': {'url': url, 'metadata': {}}}]),
+        {'Content-Type': PATCH_TYPE})
+    try:
+        return status, json.loads(data) if data else None
+    except ValueError:
+        return status, data.decode('utf-8', 'replace')
+
+
+@helpers.requires_qemu_img
+def test_patch_added_location_gets_qemu_img_size(glance_ml, served):
+    out, images = served
+    with rangeserver.RangeServer(out) as server:
+        for (name, path) in (('big.qcow2', '/locations/-'),
+                             ('disk.vhdx', '/locations/0')):
+            fmt, want = images[name]
+            before = _ranged_bytes(server)
+            image_id = glance_ml.create(fmt)
+            status, body = patch_add_location(glance_ml, image_id,
+                                              server.url(name), path)
+            # Glance makes the image active within the PATCH (no task).
+            assert status == 200, body
+            assert body['status'] == 'active'
+            image = wait_for(glance_ml, image_id,
+                             lambda i: i['virtual_size'] is not None)
+            assert (image['status'], image['virtual_size']) == (
+                'active', want), name
+            assert [loc['url'] for loc in image['locations']] == [
+                server.url(name)]
+            assert _ranged_bytes(server) - before <= 2 * 2 * MiB, name
+
+
+@helpers.requires_qemu_img
+def test_unsafe_location_added_by_patch_is_refused(glance_ml, served):
+    """As the POST: refused before Glance records the location."""
+    out, _images = served
+    with rangeserver.RangeServer(out) as server:
+        image_id = glance_ml.create('qcow2')
+        status, body = patch_add_location(glance_ml, image_id,
+                                          server.url('child.qcow2'))
+    assert status == 400, body
+    assert 'backing_file' in body['message']
+    assert 'refused by glance_vsize' in body['message']
+    image = glance_ml.show(image_id)
+    assert (image['status'], image['virtual_size'], image['locations']) \
+        == ('queued', None, [])
+    assert 'refused by glance_vsize' in glance_ml.log()
+
+
+@helpers.requires_qemu_img
+def test_unsafe_data_added_by_patch_without_ranges_is_deactivated(
+        glance_ml, served):
+    """A server without ranges: Glance accepts the location within the
+    PATCH; read whole afterwards, the image is deactivated, as after a
+    POST.
+    """
+    out, _images = served
+    with rangeserver.RangeServer(out, ranges=False) as server:
+        image_id = glance_ml.create('qcow2')
+        status, body = patch_add_location(glance_ml, image_id,
+                                          server.url('child.qcow2'))
+        assert status == 200, body
+        image = wait_for(glance_ml, image_id,
+                         lambda i: i['status'] == 'deactivated')
+    assert (image['status'], image['virtual_size']) == ('deactivated', None)
+    assert 'is deactivated' in glance_ml.log()
+
+
+def test_patch_locations_without_show_multiple_locations_is_glances_403(
+        glance, served):
+    """Where the deployment does not enable it, Glance refuses the PATCH
+    (403) and nothing is read from the location.
+    """
+    out, _images = served
+    with rangeserver.RangeServer(out) as server:
+        image_id = glance.create('qcow2')
+        status, body = patch_add_location(glance, image_id,
+                                          server.url('big.qcow2'))
+        assert status == 403, body
+        assert server.requests == []
+    assert glance.show(image_id)['status'] == 'queued'
