@@ -15,7 +15,8 @@
 the standard library's http.server, that serves single byte ranges
 (RFC 9110 14.2) as web servers and object stores do, or ignores them
 (``ranges=False``, as http.server itself does); it counts the bytes it
-sends."""
+sends, and can hold the requests for a file until a test lets them go
+(:meth:`RangeServer.hold`)."""
 
 import functools
 import http.server
@@ -31,6 +32,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        gate = self.server.gates.get(self.path.lstrip('/'))
+        if gate is not None:
+            gate.wait()
         spec = self.headers.get('Range')
         match = _RANGE.match(spec or '')
         if not self.server.ranges or match is None:
@@ -74,6 +78,27 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                 left -= len(data)
 
 
+class Gate:
+    """Requests for one file, held until :meth:`release`."""
+
+    #: The longest a request is held, in seconds (a test that fails
+    #: leaves no request hanging for longer).
+    TIMEOUT = 120
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self.waiting = 0
+
+    def wait(self) -> None:
+        with self._lock:
+            self.waiting += 1
+        self._event.wait(self.TIMEOUT)
+
+    def release(self) -> None:
+        self._event.set()
+
+
 class RangeServer:
     """``with RangeServer(directory) as server: server.url('x.qcow2')``."""
 
@@ -84,6 +109,8 @@ class RangeServer:
         self.httpd.ranges = ranges
         self.httpd.sent = 0
         self.httpd.requests = []
+        self.httpd.gates = {}
+        self._gates = []
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        daemon=True)
 
@@ -97,6 +124,20 @@ class RangeServer:
         """``(offset, length)`` per range served; None for a whole file."""
         return self.httpd.requests
 
+    def hold(self, name):
+        """Hold every request for ``name`` from now on until the
+        returned :class:`Gate` is released.
+        """
+        gate = self.httpd.gates[name] = Gate()
+        self._gates.append(gate)
+        return gate
+
+    def let_through(self, name):
+        """Requests for ``name`` from now on are served at once; those
+        already held stay held until their gate is released.
+        """
+        self.httpd.gates.pop(name, None)
+
     def url(self, name):
         return 'http://127.0.0.1:%d/%s' % (self.httpd.server_port, name)
 
@@ -105,6 +146,8 @@ class RangeServer:
         return self
 
     def __exit__(self, *exc):
+        for gate in self._gates:
+            gate.release()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()

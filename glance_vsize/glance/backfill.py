@@ -124,11 +124,28 @@ class Catalogue:
                 time.sleep(0.1 * 2 ** attempt)
 
 
-def _fingerprint(image) -> tuple:
+def _fingerprint(image) -> typing.Dict[str, object]:
     """What may not change between inspecting an image and writing."""
-    return (image.status, image.size, image.checksum, image.os_hash_value,
-            image.disk_format, image.container_format, image.virtual_size,
-            tuple(loc['url'] for loc in image.locations))
+    return {'status': image.status, 'size': image.size,
+            'checksum': image.checksum, 'os_hash_value': image.os_hash_value,
+            'disk_format': image.disk_format,
+            'container_format': image.container_format,
+            'virtual_size': image.virtual_size,
+            'locations': [loc['url'] for loc in image.locations]}
+
+
+def _changes(before: typing.Dict[str, object],
+             now: typing.Dict[str, object]) -> typing.List[str]:
+    """The names of what changed (an old and a new value for each)."""
+    return ['%s %s -> %s' % (key, _redact_value(key, value),
+                             _redact_value(key, now[key]))
+            for key, value in before.items() if now[key] != value]
+
+
+def _redact_value(key: str, value: object) -> object:
+    if key == 'locations' and isinstance(value, list):
+        return [_redact(url) for url in value]
+    return value
 
 
 def _active_locations(image) -> list:
@@ -203,9 +220,14 @@ def backfill_one(catalogue: Catalogue, image_id: str, policy,
             out.action = SET
             return out
         now = catalogue.get(image_id)
-        if now is None or _fingerprint(now) != before:
-            out.failures['skipped'] = ('the image was deleted or changed '
-                                       'while it was inspected')
+        if now is None:
+            out.failures['skipped'] = ('the image was deleted while it '
+                                       'was inspected')
+            return out
+        changed = _changes(before, _fingerprint(now))
+        if changed:
+            out.failures['skipped'] = ('the image changed while it was '
+                                       'inspected: %s' % '; '.join(changed))
             return out
         from glance.common import exception
         try:

@@ -18,6 +18,8 @@ unsafe qcow2 that Glance 33 accepts.
 
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import time
@@ -27,6 +29,7 @@ import pytest
 from tests import containergen
 from tests.functional import glance as glance_mod
 from tests import helpers
+from tests import rangeserver
 
 G = 1 << 30
 MiB = 1 << 20
@@ -202,7 +205,6 @@ def test_backfill_reads_an_http_location_by_ranges(glance, tmp_path):
     """Glance alone leaves an image added by location over http without a
     virtual size; backfill reads it with Range requests.
     """
-    from tests import rangeserver
     path = helpers.create(tmp_path / 'big.qcow2', 'qcow2', 900 * G)
     want = helpers.qemu_info(path, 'qcow2')['virtual-size']
     with rangeserver.RangeServer(tmp_path) as server:
@@ -256,3 +258,155 @@ def test_backfill_interrupted_reports_what_it_did(glance, catalogue):
     done = [first] + [json.loads(line) for line in out.splitlines()]
     assert 0 < len(done) < len(catalogue)
     assert first['id'] in catalogue
+
+
+def _add_http_images(glance, server, names):
+    """{name: image id}: images added by location (POST, the service
+    user) from ``server``, active; Glance alone leaves them without a
+    virtual size.
+    """
+    from tests.functional import test_locations
+    ids = {}
+    for name in names:
+        image_id = glance.create('qcow2', name=name)
+        status, body = test_locations.add_location_as_service(
+            glance, image_id, server.url(name + '.qcow2'))
+        assert status == 202, body
+        ids[name] = image_id
+    for image_id in ids.values():
+        image = glance.wait(image_id)
+        assert (image['status'], image['virtual_size']) == ('active', None)
+    return ids
+
+
+@helpers.requires_qemu_img
+def test_backfill_skips_images_deleted_or_changed_while_inspected(
+        glance, tmp_path):
+    """While backfill reads four images (their http server holds the
+    reads), one is deleted by its owner, one gets its virtual_size from
+    another backfill run, one is deactivated by an admin (Glance's
+    deactivate policy is admin only); the first run then writes nothing
+    to any of the three and reports each skipped with its reason.
+    """
+    names = ('deleted', 'sized', 'deactivated', 'kept')
+    for name in names:
+        path = helpers.create(tmp_path / (name + '.qcow2'), 'qcow2', G)
+    want = helpers.qemu_info(path, 'qcow2')['virtual-size']
+    admin = glance.as_admin()
+    with rangeserver.RangeServer(tmp_path) as server:
+        ids = _add_http_images(glance, server, names)
+        gates = [server.hold(name + '.qcow2') for name in names]
+        args = [CLI, 'backfill', '--config-dir',
+                os.path.join(glance.data_dir, 'etc'), '--json',
+                '--concurrency', str(len(names))]
+        proc = subprocess.Popen(
+            args + [a for name in names for a in ('--image', ids[name])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while any(gate.waiting == 0 for gate in gates):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+            status, body = glance.request('DELETE',
+                                          '/v2/images/%s' % ids['deleted'])
+            assert status == 204, body
+            server.let_through('sized.qcow2')
+            status, other, err = backfill(glance, '--image', ids['sized'])
+            assert (status, other[ids['sized']]['action']) == (0, 'set'), err
+            sized = glance.show(ids['sized'])
+            status, body = admin.request(
+                'POST', '/v2/images/%s/actions/deactivate'
+                % ids['deactivated'])
+            assert status == 204, body
+            deactivated = admin.show(ids['deactivated'])
+            # Glance shows updated_at to the second: a write by the first
+            # run, were it made, would show.
+            time.sleep(1.1)
+        finally:
+            for gate in gates:
+                gate.release()
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    report = {row['id']: row for row in map(json.loads, out.splitlines())}
+    rows = {name: report[ids[name]] for name in names}
+    assert {name: row['action'] for name, row in rows.items()} == {
+        'deleted': 'skipped', 'sized': 'skipped', 'deactivated': 'skipped',
+        'kept': 'set'}
+    assert rows['deleted']['failures'] == {
+        'skipped': 'the image was deleted while it was inspected'}
+    assert 'virtual_size None -> %d' % want in \
+        rows['sized']['failures']['skipped']
+    assert 'status active -> deactivated' in \
+        rows['deactivated']['failures']['skipped']
+    # Nothing written to them: not even the same value again.
+    assert glance.request('GET', '/v2/images/%s' % ids['deleted'])[0] == 404
+    assert glance.show(ids['sized']) == sized
+    assert sized['virtual_size'] == want
+    assert admin.show(ids['deactivated']) == deactivated
+    assert deactivated['virtual_size'] is None
+    assert glance.show(ids['kept'])['virtual_size'] == want
+
+
+_PROGRESS = re.compile(r'\r(\d+) images, ([\d.]+) MiB read, ([\d.]+) '
+                       r'images/s')
+
+
+def _on_a_terminal(args):
+    """Run ``args`` with stderr on a pseudo-terminal and stdout on a
+    pipe: (exit status, what the terminal showed, stdout).
+    """
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=sub)
+    os.close(sub)
+    shown = b''
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:         # EIO: the command closed the terminal
+            break
+        if not data:
+            break
+        shown += data
+    os.close(main)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    return proc.wait(timeout=300), shown.decode(), out.decode()
+
+
+@helpers.requires_qemu_img
+def test_backfill_shows_progress_on_a_terminal_only(glance, tmp_path):
+    ids = []
+    for n in range(3):
+        path = helpers.create(tmp_path / ('p%d.vhd' % n), 'vhd', G)
+        image_id = glance.create('vhd')
+        assert glance.upload(image_id, str(path))[0] == 204
+        ids.append(image_id)
+    args = [CLI, 'backfill', '--config-dir',
+            os.path.join(glance.data_dir, 'etc'), '--dry-run']
+    args += [a for image_id in ids for a in ('--image', image_id)]
+
+    # On a terminal: the progress line (images done, bytes read, rate),
+    # redrawn in place; stdout, not a terminal, stays the JSON lines.
+    status, shown, out = _on_a_terminal(args + ['--json'])
+    assert status == 0, shown
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sorted(row['id'] for row in rows) == sorted(ids)
+    progress = _PROGRESS.findall(shown)
+    assert [int(done) for done, _mib, _rate in progress] == [1, 2, 3], shown
+    read = sum(row['bytes_read'] for row in rows)
+    assert read > 0
+    assert progress[-1][1] == '%.1f' % (read / MiB)
+    assert float(progress[-1][2]) > 0
+    assert '3 images: ' in shown        # the summary, after the progress
+    assert shown.rindex('3 images: ') > shown.rindex('images/s')
+
+    # Without a terminal: no progress line; stdout is the table alone.
+    proc = subprocess.run(args, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert '\r' not in proc.stderr and 'images/s' not in proc.stderr
+    assert '3 images: ' in proc.stderr
+    header, *table = proc.stdout.splitlines()
+    assert header.split()[:3] == ['id', 'disk_format', 'container_format']
+    assert sorted(line.split()[0] for line in table) == sorted(ids)

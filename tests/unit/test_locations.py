@@ -14,11 +14,13 @@
 """Which calls add a location, and what the filter keeps for Glance."""
 
 import json
+import types
 
 import pytest
 import webob
 
 from glance_vsize.cmd import cli
+from glance_vsize.glance import backfill
 from glance_vsize.glance import locations
 
 
@@ -44,6 +46,13 @@ def _request(method, path, body):
                 'value': [{'url': 'http://h/c', 'metadata': {}}]}],
      ['http://h/c']),
     ('PATCH', [{'op': 'remove', 'path': '/locations/0'}], []),
+    # Shapes Glance refuses before it reads a location: not read either.
+    ('PATCH', [{'op': 'add', 'path': '/locations',
+                'value': [{'url': 'http://h/d', 'metadata': {}}]}], []),
+    ('PATCH', [{'op': 'add', 'path': '/locations/-',
+                'value': [{'url': 'http://h/e', 'metadata': {}}]}], []),
+    ('PATCH', [{'op': 'replace', 'path': '/locations/0',
+                'value': {'url': 'http://h/f', 'metadata': {}}}], []),
     ('PATCH', [{'op': 'add', 'path': '/locationsx', 'value': {'url': 'u'}}],
      []),
 ])
@@ -83,3 +92,25 @@ def test_backfill_usage_and_configuration_errors_exit_2(argv, capsys):
         status = exc.code
     assert status == 2
     assert capsys.readouterr().err
+
+
+def _image(**changes):
+    image = dict(status='active', size=10, checksum='c', os_hash_value='h',
+                 disk_format='qcow2', container_format='bare',
+                 virtual_size=None, locations=[
+                     {'url': 'swift+https://user:key@host/c/o'}])
+    image.update(changes)
+    return types.SimpleNamespace(**image)
+
+
+def test_backfill_names_what_changed_while_an_image_was_inspected():
+    before = backfill._fingerprint(_image())
+    assert backfill._changes(before, backfill._fingerprint(_image())) == []
+    assert backfill._changes(before, backfill._fingerprint(_image(
+        status='deactivated', virtual_size=42))) == [
+            'status active -> deactivated', 'virtual_size None -> 42']
+    moved = backfill._changes(before, backfill._fingerprint(_image(
+        locations=[{'url': 'http://other/o'}])))
+    # Credentials in a location never reach the report.
+    assert moved == ["locations ['swift+https://host/c/o'] -> "
+                     "['http://other/o']"]
