@@ -18,8 +18,6 @@ unsafe qcow2 that Glance 33 accepts.
 
 import json
 import os
-import pty
-import re
 import signal
 import subprocess
 import time
@@ -27,6 +25,7 @@ import time
 import pytest
 
 from tests import containergen
+from tests.functional import backfill_cli
 from tests.functional import glance as glance_mod
 from tests import helpers
 from tests import rangeserver
@@ -260,25 +259,6 @@ def test_backfill_interrupted_reports_what_it_did(glance, catalogue):
     assert first['id'] in catalogue
 
 
-def _add_http_images(glance, server, names):
-    """{name: image id}: images added by location (POST, the service
-    user) from ``server``, active; Glance alone leaves them without a
-    virtual size.
-    """
-    from tests.functional import test_locations
-    ids = {}
-    for name in names:
-        image_id = glance.create('qcow2', name=name)
-        status, body = test_locations.add_location_as_service(
-            glance, image_id, server.url(name + '.qcow2'))
-        assert status == 202, body
-        ids[name] = image_id
-    for image_id in ids.values():
-        image = glance.wait(image_id)
-        assert (image['status'], image['virtual_size']) == ('active', None)
-    return ids
-
-
 @helpers.requires_qemu_img
 def test_backfill_skips_images_deleted_or_changed_while_inspected(
         glance, tmp_path):
@@ -294,7 +274,7 @@ def test_backfill_skips_images_deleted_or_changed_while_inspected(
     want = helpers.qemu_info(path, 'qcow2')['virtual-size']
     admin = glance.as_admin()
     with rangeserver.RangeServer(tmp_path) as server:
-        ids = _add_http_images(glance, server, names)
+        ids = backfill_cli.add_http_images(glance, server, names)
         gates = [server.hold(name + '.qcow2') for name in names]
         args = [CLI, 'backfill', '--config-dir',
                 os.path.join(glance.data_dir, 'etc'), '--json',
@@ -347,33 +327,6 @@ def test_backfill_skips_images_deleted_or_changed_while_inspected(
     assert glance.show(ids['kept'])['virtual_size'] == want
 
 
-_PROGRESS = re.compile(r'\r(\d+) images, ([\d.]+) MiB read, ([\d.]+) '
-                       r'images/s')
-
-
-def _on_a_terminal(args):
-    """Run ``args`` with stderr on a pseudo-terminal and stdout on a
-    pipe: (exit status, what the terminal showed, stdout).
-    """
-    main, sub = pty.openpty()
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=sub)
-    os.close(sub)
-    shown = b''
-    while True:
-        try:
-            data = os.read(main, 65536)
-        except OSError:         # EIO: the command closed the terminal
-            break
-        if not data:
-            break
-        shown += data
-    os.close(main)
-    out = proc.stdout.read()
-    proc.stdout.close()
-    return proc.wait(timeout=300), shown.decode(), out.decode()
-
-
 @helpers.requires_qemu_img
 def test_backfill_shows_progress_on_a_terminal_only(glance, tmp_path):
     ids = []
@@ -388,11 +341,11 @@ def test_backfill_shows_progress_on_a_terminal_only(glance, tmp_path):
 
     # On a terminal: the progress line (images done, bytes read, rate),
     # redrawn in place; stdout, not a terminal, stays the JSON lines.
-    status, shown, out = _on_a_terminal(args + ['--json'])
+    status, shown, out = backfill_cli.on_a_terminal(args + ['--json'])
     assert status == 0, shown
     rows = [json.loads(line) for line in out.splitlines()]
     assert sorted(row['id'] for row in rows) == sorted(ids)
-    progress = _PROGRESS.findall(shown)
+    progress = backfill_cli.PROGRESS.findall(shown)
     assert [int(done) for done, _mib, _rate in progress] == [1, 2, 3], shown
     read = sum(row['bytes_read'] for row in rows)
     assert read > 0
