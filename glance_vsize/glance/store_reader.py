@@ -179,10 +179,18 @@ RANGE_READERS: typing.Dict[str, typing.Callable[
 
 
 def _store_conf(store):
+    """The store's options, looked up as its own driver does: through
+    glance_store's ``BackendGroupConfiguration`` (glance_store 5, shared
+    defaults beneath the backend's group), else the backend's group
+    itself (glance_store 4, Glance 2025.1).
+    """
     import glance_store
     if store.backend_group:
-        return glance_store.driver.BackendGroupConfiguration(
-            store.OPTIONS, store.backend_group, conf=store.conf)
+        grouped = getattr(glance_store.driver, 'BackendGroupConfiguration',
+                          None)
+        if grouped is None:
+            return getattr(store.conf, store.backend_group)
+        return grouped(store.OPTIONS, store.backend_group, conf=store.conf)
     return store.conf.glance_store
 
 
