@@ -186,13 +186,24 @@ def _may_read(request, image, url, method) -> bool:
                 url):
             return False
         if url.split('://', 1)[0].lower() in ('http', 'https') and \
-                not utils.validate_uri(url):
+                not _uri_allowed(utils, url):
             return False
     except Exception as exc:
         LOG.debug('Image %s: location not inspected: %s', image.image_id,
                   exc)
         return False
     return True
+
+
+def _uri_allowed(utils, url: str) -> bool:
+    """Whether ``[import_filtering_opts]`` lets Glance fetch ``url``:
+    ``validate_uri``, the check Glance 33 makes before it accepts a new
+    http location; before 33 (no such check on this call), the same
+    filter web-download uses, ``validate_import_uri``.
+    """
+    check = getattr(utils, 'validate_uri', None) or \
+        utils.validate_import_uri
+    return bool(check(url))
 
 
 def _redact(url: str) -> str:
