@@ -53,6 +53,9 @@ class GlanceRelease:
     #: Glance modules holding oslo.utils' ``format_inspector`` beyond
     #: :data:`INSPECTOR_MODULES` (glance_vsize.glance.install rebinds it).
     more_inspector_modules: tuple[str, ...] = ()
+    #: Glance alone (``require_image_format_match = True``) refuses every
+    #: hybrid ISO upload with 415 (:data:`_HYBRID_ISO_30_31`).
+    refuses_hybrid_iso: bool = False
 
     @property
     def label(self) -> str:
@@ -103,12 +106,14 @@ INSPECTOR_MODULES = ('glance.location',
 RELEASES: tuple[GlanceRelease, ...] = (
     GlanceRelease('2025.1', 'Epoxy', True, 30,
                   broken_plugins=(_DECOMPRESSION_30_31,),
+                  refuses_hybrid_iso=True,
                   notes=(_HYBRID_ISO_30_31, _415_BODY_30_32,
                          _STANDALONE_30_32,
                          'staging (PUT .../stage) passes size 0 to the '
                          'staging store (31+ pass x-openstack-image-size)')),
     GlanceRelease('2025.2', 'Flamingo', False, 31,
                   broken_plugins=(_DECOMPRESSION_30_31,),
+                  refuses_hybrid_iso=True,
                   notes=(_HYBRID_ISO_30_31, _415_BODY_30_32,
                          _STANDALONE_30_32)),
     GlanceRelease('2026.1', 'Gazpacho', True, 32,

@@ -35,6 +35,10 @@ MiB = 1 << 20
 #: The issue's bound on what backfill reads of an image not in a container.
 BUDGET = 2 * MiB
 CLI = os.path.join(glance_mod.VENV_BIN, 'glance-vsize')
+#: A hybrid ISO in the catalogue: Glance 30 and 31 alone refuse it (415,
+#: "Multiple formats detected: gpt,iso"), so there it has none to backfill.
+HYBRID_ISO = (set() if glance_mod.RELEASE.glance_release.refuses_hybrid_iso
+              else {'hybrid.iso'})
 
 
 @pytest.fixture(scope='module')
@@ -102,8 +106,8 @@ def catalogue(glance, corpus, tmp_path_factory):
     names = {name for name, *_ in made.values()}
     # A stock Glance (require_image_format_match = True) refuses a fixed
     # VHD as raw, but not these.
-    assert {'hdrlen.qcow2', 'vm.ova', 'data.qcow2.gzip', 'hybrid.iso',
-            'data-ploop-default.ploop'} <= names
+    assert {'hdrlen.qcow2', 'vm.ova', 'data.qcow2.gzip',
+            'data-ploop-default.ploop'} | HYBRID_ISO <= names
     return made
 
 
@@ -156,7 +160,7 @@ def test_backfill_sets_qemu_img_sizes_and_reports_unsafe_images(
             assert glance.show(image_id)['virtual_size'] == want, name
             assert row['action'] in ('set', 'unchanged'), (name, row)
     assert {catalogue[i][0] for i, row in report.items()
-            if row['action'] == 'set'} >= {'hybrid.iso', 'raw-odd.raw'}
+            if row['action'] == 'set'} >= {'raw-odd.raw'} | HYBRID_ISO
     unsafe = [row for row in report.values() if row['action'] == 'unsafe']
     assert [row['id'] for row in unsafe] == [unsafe_id]
     assert 'header_length' in unsafe[0]['failures']
