@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -247,12 +248,22 @@ def test_backfill_reports_an_unreadable_image_as_an_error(glance, tmp_path):
     assert glance.show(image_id)['virtual_size'] == before
 
 
+#: Runs a command with SIGINT at its default, as at a terminal: a suite
+#: started in the background by a non-interactive shell ignores SIGINT,
+#: and a child inherits an ignored signal (Python then installs no
+#: KeyboardInterrupt handler), so Ctrl-C would not reach it.
+WITH_SIGINT = [sys.executable, '-c',
+               'import os, signal, sys; '
+               'signal.signal(signal.SIGINT, signal.SIG_DFL); '
+               'os.execv(sys.argv[1], sys.argv[1:])']
+
+
 def test_backfill_interrupted_reports_what_it_did(glance, catalogue):
     proc = subprocess.Popen(
-        [CLI, 'backfill', '--config-dir', os.path.join(glance.data_dir,
-                                                       'etc'),
-         '--all', '--json', '--concurrency', '1'], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        WITH_SIGINT + [CLI, 'backfill', '--config-dir',
+                       os.path.join(glance.data_dir, 'etc'),
+                       '--all', '--json', '--concurrency', '1'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = json.loads(proc.stdout.readline())
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
