@@ -58,7 +58,9 @@ from lab import identity  # noqa: E402
 from lab import ini  # noqa: E402
 from lab import rgw  # noqa: E402
 
-pytestmark = helpers.requires_qemu_img
+# Among the slowest (Ceph and a RADOS Gateway, about 100 s a release):
+# run on the newest release only (README, "Supported releases").
+pytestmark = [helpers.requires_qemu_img, pytest.mark.slow_newest_only]
 
 MiB = 1 << 20
 G = 1 << 30

@@ -19,10 +19,14 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from tests.functional import glance as glance_mod
 from tests import helpers
 
-pytestmark = helpers.requires_qemu_img
+# Among the slowest (Tempest, about 90 s a release): run on the newest
+# release only (README, "Supported releases").
+pytestmark = [helpers.requires_qemu_img, pytest.mark.slow_newest_only]
 
 
 def _count(name, output):
