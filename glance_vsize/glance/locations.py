@@ -50,6 +50,7 @@ import webob
 
 from glance_vsize import conf as vsize_conf
 from glance_vsize.glance import common
+from glance_vsize.glance import releases
 from glance_vsize.glance import store_reader
 from glance_vsize import inspection
 
@@ -196,14 +197,14 @@ def _may_read(request, image, url, method) -> bool:
 
 
 def _uri_allowed(utils, url: str) -> bool:
-    """Whether ``[import_filtering_opts]`` lets Glance fetch ``url``:
-    ``validate_uri``, the check Glance 33 makes before it accepts a new
-    http location; before 33 (no such check on this call), the same
-    filter web-download uses, ``validate_import_uri``.
+    """Whether ``[import_filtering_opts]`` lets Glance fetch ``url``, by
+    the release's check
+    (:attr:`~glance_vsize.glance.releases.GlanceRelease.location_uri_check`):
+    ``validate_uri``, which Glance 33 makes before it accepts a new http
+    location; before 33 (no check on this call), the filter web-download
+    uses, ``validate_import_uri``.
     """
-    check = getattr(utils, 'validate_uri', None) or \
-        utils.validate_import_uri
-    return bool(check(url))
+    return bool(getattr(utils, releases.running().location_uri_check)(url))
 
 
 def _redact(url: str) -> str:

@@ -27,6 +27,7 @@ tools/lab read it.
 """
 
 import dataclasses
+import functools
 from importlib import metadata
 
 
@@ -56,6 +57,17 @@ class GlanceRelease:
     #: Glance alone (``require_image_format_match = True``) refuses every
     #: hybrid ISO upload with 415 (:data:`_HYBRID_ISO_30_31`).
     refuses_hybrid_iso: bool = False
+    #: The ``glance.common.utils`` check of a new http(s) location's URL
+    #: against ``[import_filtering_opts]``: ``validate_uri``, which Glance
+    #: 33 makes before it records the location; Glance 30-32 make none,
+    #: and glance_vsize reads a location before Glance records it only
+    #: when web-download's ``validate_import_uri`` allows it
+    #: (glance_vsize.glance.locations).
+    location_uri_check: str = 'validate_import_uri'
+    #: glance_store has ``driver.BackendGroupConfiguration`` (5.0 and
+    #: later); glance_store 4.9 (2025.1) reads a backend's options from
+    #: the backend's own group (glance_vsize.glance.store_reader).
+    store_group_config: bool = True
 
     @property
     def label(self) -> str:
@@ -106,7 +118,7 @@ INSPECTOR_MODULES = ('glance.location',
 RELEASES: tuple[GlanceRelease, ...] = (
     GlanceRelease('2025.1', 'Epoxy', True, 30,
                   broken_plugins=(_DECOMPRESSION_30_31,),
-                  refuses_hybrid_iso=True,
+                  refuses_hybrid_iso=True, store_group_config=False,
                   notes=(_HYBRID_ISO_30_31, _415_BODY_30_32,
                          _STANDALONE_30_32,
                          'staging (PUT .../stage) passes size 0 to the '
@@ -119,6 +131,7 @@ RELEASES: tuple[GlanceRelease, ...] = (
     GlanceRelease('2026.1', 'Gazpacho', True, 32,
                   notes=(_415_BODY_30_32, _STANDALONE_30_32)),
     GlanceRelease('2026.2', '', False, 33,
+                  location_uri_check='validate_uri',
                   more_inspector_modules=(
                       'glance.async_.flows.parallel_api_image_import',),
                   notes=('the parallel multi-store import ([DEFAULT] '
@@ -144,6 +157,14 @@ def by_glance_version(version: str) -> GlanceRelease | None:
         if release.glance == major:
             return release
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def running() -> GlanceRelease:
+    """The release of the installed Glance; the newest for a Glance this
+    table does not know (the status check warns about it).
+    """
+    return by_glance_version(installed_glance() or '') or RELEASES[-1]
 
 
 def installed_glance() -> str | None:

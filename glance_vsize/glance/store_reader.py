@@ -46,6 +46,7 @@ import typing
 
 from glance_vsize.glance import byte_ranges
 from glance_vsize.glance import rbd_reader
+from glance_vsize.glance import releases
 from glance_vsize.glance import s3_reader
 from glance_vsize.glance import swift_reader
 from glance_vsize import inspection
@@ -180,17 +181,17 @@ RANGE_READERS: typing.Dict[str, typing.Callable[
 
 def _store_conf(store):
     """The store's options, looked up as its own driver does: through
-    glance_store's ``BackendGroupConfiguration`` (glance_store 5, shared
-    defaults beneath the backend's group), else the backend's group
-    itself (glance_store 4, Glance 2025.1).
+    glance_store's ``BackendGroupConfiguration`` (shared defaults beneath
+    the backend's group), else, where glance_store has none (2025.1:
+    :attr:`~glance_vsize.glance.releases.GlanceRelease.store_group_config`),
+    the backend's group itself.
     """
     import glance_store
     if store.backend_group:
-        grouped = getattr(glance_store.driver, 'BackendGroupConfiguration',
-                          None)
-        if grouped is None:
+        if not releases.running().store_group_config:
             return getattr(store.conf, store.backend_group)
-        return grouped(store.OPTIONS, store.backend_group, conf=store.conf)
+        return glance_store.driver.BackendGroupConfiguration(
+            store.OPTIONS, store.backend_group, conf=store.conf)
     return store.conf.glance_store
 
 
