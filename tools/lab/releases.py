@@ -59,6 +59,17 @@ class Release:
     #: (run-glance: "timed out").  Keystone 30 does not.
     #: Keystone needs only the busy timeout (its writes do not read first).
     keystone_sqlite_immediate: bool = True
+    #: Settings the lab's ``swift`` backend (``--rgw``) states explicitly.
+    #: glance_store 5.2 to 5.4.0 (2025.2's 5.2.0, 2026.1's 5.4.0 under the
+    #: constraints) graft every driver option into a backend's section with
+    #: the default None (``driver.BackendGroupConfiguration``), and the
+    #: swift driver reads two of them from that section raw: every upload
+    #: to a swift backend that leaves them unset fails with HTTP 500
+    #: (``connection_manager.get_connection``: "unsupported type for
+    #: timedelta seconds component: NoneType") and every download
+    #: (``store.get``: None > 0), with or without glance_vsize.  Fixed
+    #: in glance_store 5.4.1 (e262b50) and 5.6 (f32b259, LP #2146432).
+    swift_backend: tuple = ()
 
     @property
     def glance_release(self):
@@ -84,13 +95,18 @@ class Release:
         return '.venv' if self.name == NEWEST else '.venv-' + self.name
 
 
+#: The swift backend's settings for glance_store 5.2 to 5.4.0: their
+#: defaults, stated (Release.swift_backend).
+SWIFT_UNSET_NONE = (('swift_store_expire_soon_interval', '60'),
+                    ('swift_store_retry_get_count', '0'))
+
 RELEASES = {r.name: r for r in (
     Release('2025.1', 'keystone==27.*', 'stable/2025.1',
             keystone_sqlite_immediate=False),
     Release('2025.2', 'keystone==28.*', 'stable/2025.2',
-            keystone_sqlite_immediate=False),
+            keystone_sqlite_immediate=False, swift_backend=SWIFT_UNSET_NONE),
     Release('2026.1', 'keystone==29.*', 'stable/2026.1',
-            keystone_sqlite_immediate=False),
+            keystone_sqlite_immediate=False, swift_backend=SWIFT_UNSET_NONE),
     # No stable/2026.2 of openstack/requirements yet: master's constraints.
     Release('2026.2', 'keystone==30.*', 'master'),
 )}

@@ -113,9 +113,11 @@ class Gateway:
         return state
 
     # ------------------------------------------------------------ Glance
-    def glance_backends(self, auth_url: str, password: str
-                        ) -> Dict[str, dict]:
-        """glance_store settings of backends ``s3`` and ``swift``."""
+    def glance_backends(self, auth_url: str, password: str,
+                        swift_extra: tuple = ()) -> Dict[str, dict]:
+        """glance_store settings of backends ``s3`` and ``swift``
+        (``swift_extra``: the release's ``Release.swift_backend``).
+        """
         swift_conf = self.path('glance-swift.conf')
         ceph.Cluster._write_file(swift_conf, '\n'.join([
             '# Written by tools/run-glance (lab only).',
@@ -136,7 +138,8 @@ class Gateway:
                 'default_swift_reference': 'ref1',
                 'swift_store_container': CONTAINER,
                 'swift_store_create_container_on_put': 'True',
-                'swift_store_endpoint_type': 'publicURL'},
+                'swift_store_endpoint_type': 'publicURL',
+                **dict(swift_extra)},
         }
 
     # ------------------------------------------------------------ start

@@ -203,7 +203,8 @@ class Lab:
                 nodes.use_rbd(conf, self.ceph.glance_backend())
             if self.rgw:
                 rgw.use_rgw(conf, self.rgw.glance_backends(
-                    auth_url, passwords['glance']))
+                    auth_url, passwords['glance'],
+                    releases.get(a.release).swift_backend))
             for section, key, value in a.iniset:     # --iniset: last
                 ini.iniset(conf, section, key, value)
         if a.no_vsize:
