@@ -27,10 +27,11 @@ import glob
 import importlib.machinery
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from typing import List, Sequence
+
+from . import debian
 
 PACKAGES = ('ceph-mon', 'ceph-osd', 'ceph-mgr', 'ceph-common',
             'python3-rados', 'python3-rbd')
@@ -66,19 +67,6 @@ def missing(tools: Sequence[str] = ()) -> List[str]:
     return gone + [b for b in BINDINGS if b not in have]
 
 
-def _privileged() -> List[str]:
-    if os.geteuid() == 0:
-        return []
-    if shutil.which('sudo') and subprocess.run(
-            ['sudo', '-n', 'true'], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL).returncode == 0:
-        return ['sudo', '-n']
-    raise Unavailable('Ceph (%s) is not installed and this user can '
-                      'neither install it (not root, no passwordless sudo): '
-                      'apt-get install %s' % (', '.join(missing()),
-                                              ' '.join(PACKAGES)))
-
-
 def ensure_installed(say=print, packages: Sequence[str] = (),
                      tools: Sequence[str] = ()) -> None:
     """Install Debian's Ceph packages (and ``packages``, which bring
@@ -88,20 +76,11 @@ def ensure_installed(say=print, packages: Sequence[str] = (),
     if not missing(tools):
         return
     packages = PACKAGES + tuple(packages)
-    prefix = _privileged()
-    if shutil.which('apt-get') is None:
-        raise Unavailable('Ceph (%s) is not installed and there is no '
-                          'apt-get' % ', '.join(missing(tools)))
-    say('installing %s (Debian packages)' % ' '.join(packages))
-    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    for cmd in (['apt-get', 'update', '-qq'],
-                ['apt-get', 'install', '-y', '-qq',
-                 '--no-install-recommends'] + list(packages)):
-        proc = subprocess.run(prefix + cmd, env=env, capture_output=True,
-                              text=True, timeout=1800)
-        if proc.returncode:
-            raise Unavailable('%s failed:\n%s%s' % (
-                ' '.join(cmd), proc.stdout[-3000:], proc.stderr[-3000:]))
+    try:
+        debian.apt_install(packages, 'Ceph (%s)' % ', '.join(missing(tools)),
+                           say)
+    except (debian.CannotInstall, debian.InstallFailed) as exc:
+        raise Unavailable(str(exc))
     if missing(tools):
         raise Unavailable('installed %s, still missing: %s'
                           % (' '.join(packages), ', '.join(missing(tools))))
@@ -115,13 +94,13 @@ def link_bindings(site_packages: str = '') -> List[str]:
     site_packages = site_packages or sysconfig.get_paths()['purelib']
     sources = _bindings_in(DIST_PACKAGES)
     if len(sources) != len(BINDINGS):
-        debian = sorted(os.path.basename(p) for p in glob.glob(
+        built = sorted(os.path.basename(p) for p in glob.glob(
             os.path.join(DIST_PACKAGES, 'r[ab][db]*.so')))
         raise Unavailable(
             'no rados/rbd modules for Python %d.%d in %s (Debian\'s: %s); '
             'the virtualenv needs the python3 Debian builds them for'
             % (sys.version_info[0], sys.version_info[1], DIST_PACKAGES,
-               ', '.join(debian) or 'none'))
+               ', '.join(built) or 'none'))
     links = []
     for src in sources:
         link = os.path.join(site_packages, os.path.basename(src))

@@ -42,6 +42,7 @@ import subprocess
 import time
 from typing import Callable, Optional
 
+from . import debian
 from .nodes import bindable
 from .server import free_port
 
@@ -72,16 +73,6 @@ def find_bindir() -> Optional[str]:
     return max(found)[1] if found else None
 
 
-def _privileged_prefix() -> Optional[list]:
-    if os.geteuid() == 0:
-        return []
-    if shutil.which('sudo') and subprocess.run(
-            ['sudo', '-n', 'true'], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL).returncode == 0:
-        return ['sudo', '-n']
-    return None
-
-
 def ensure_installed(say: Callable[[str], None] = print) -> str:
     """Return the server's bin directory, installing Debian's package when
     missing; raise :class:`Unavailable` when that is impossible.
@@ -89,25 +80,11 @@ def ensure_installed(say: Callable[[str], None] = print) -> str:
     bindir = find_bindir()
     if bindir:
         return bindir
-    prefix = _privileged_prefix()
-    if prefix is None:
-        raise Unavailable(
-            'PostgreSQL server binaries (%s) are not installed and this user '
-            'can neither install them (not root, no passwordless sudo): '
-            'apt-get install %s' % (BIN_GLOB, PACKAGE))
-    if not shutil.which('apt-get'):
-        raise Unavailable('PostgreSQL is not installed and there is no '
-                          'apt-get to install Debian\'s %s' % PACKAGE)
-    say('installing Debian\'s %s with apt-get' % PACKAGE)
-    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    for cmd in (['apt-get', 'update', '-qq'],
-                ['apt-get', 'install', '-y', '-qq',
-                 '--no-install-recommends', PACKAGE]):
-        proc = subprocess.run(prefix + cmd, env=env, capture_output=True,
-                              text=True, timeout=900)
-        if proc.returncode:
-            raise RuntimeError('%s failed:\n%s%s' % (
-                ' '.join(cmd), proc.stdout[-3000:], proc.stderr[-3000:]))
+    try:
+        debian.apt_install([PACKAGE], 'PostgreSQL (%s)' % BIN_GLOB, say,
+                           timeout=900)
+    except debian.CannotInstall as exc:
+        raise Unavailable(str(exc))
     bindir = find_bindir()
     if not bindir:
         raise RuntimeError('%s installed, but no server under %s'
