@@ -29,6 +29,13 @@ CHUNK_SIZES = (512, 4096 + 7, 65536, 1 << 20)
 
 QEMU_NAME = {'vhd': 'vpc', 'ploop': 'parallels', 'iso': 'raw'}
 
+#: Issue 14's bound on what a ranged inspection (backfill, a location)
+#: reads of an image that is not in a container.
+READ_BUDGET = 2 << 20
+#: Random data in the images of the ranged-read tests: read whole, each
+#: costs more than READ_BUDGET.
+RANDOM_DATA = 24 << 20
+
 requires_qemu_img = pytest.mark.skipif(
     shutil.which('qemu-img') is None and not os.environ.get('CI'),
     reason='qemu-img (Debian qemu-utils) is not installed')

@@ -33,8 +33,7 @@ from tests import rangeserver
 
 G = 1 << 30
 MiB = 1 << 20
-#: The issue's bound on what backfill reads of an image not in a container.
-BUDGET = 2 * MiB
+BUDGET = helpers.READ_BUDGET
 CLI = os.path.join(glance_mod.VENV_BIN, 'glance-vsize')
 #: A hybrid ISO in the catalogue: Glance 30 and 31 alone refuse it (415,
 #: "Multiple formats detected: gpt,iso"), so there it has none to backfill.

@@ -42,12 +42,8 @@ from lab import cephpkg  # noqa: E402
 
 pytestmark = helpers.requires_qemu_img
 
-MiB = 1 << 20
-G = 1 << 30
-#: The issue's bound on what is read of an image not in a container.
-BUDGET = 2 * MiB
-#: Random data in the qcow2, so that reading it whole would exceed BUDGET.
-DATA = 24 * MiB
+BUDGET = helpers.READ_BUDGET
+DATA = helpers.RANDOM_DATA
 
 
 @pytest.fixture(scope='module')

@@ -64,10 +64,8 @@ pytestmark = [helpers.requires_qemu_img, pytest.mark.slow_newest_only]
 
 MiB = 1 << 20
 G = 1 << 30
-#: The issue's bound on what is read of an image not in a container.
-BUDGET = 2 * MiB
-#: Random data in each image, so that reading it whole exceeds BUDGET.
-DATA = 24 * MiB
+BUDGET = helpers.READ_BUDGET
+DATA = helpers.RANDOM_DATA
 
 
 @pytest.fixture(scope='module')
