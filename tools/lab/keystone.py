@@ -83,42 +83,59 @@ def write_conf(kdir: str, logdir: Optional[str], debug: bool,
     return conf
 
 
-def _manage(bin_dir: str, conf: str, log: str, *args: str) -> None:
+def _manage(bin_dir: str, conf: str, log: str, *args: str,
+            env: Optional[dict] = None) -> None:
     cmd = [os.path.join(bin_dir, 'keystone-manage'), '--config-file', conf,
            *args]
     with open(log, 'a') as out:
         if subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL):
+                           stdin=subprocess.DEVNULL,
+                           env=dict(os.environ, **(env or {}))):
             raise RuntimeError('keystone-manage %s failed (log: %s)'
                                % (args[0], log))
+
+
+def bootstrap(bin_dir: str, conf: str, log: str, password: str) -> None:
+    """``keystone-manage bootstrap``: admin user, project and role,
+    RegionOne, the identity service.  The password goes in
+    ``OS_BOOTSTRAP_PASSWORD``, not on the command line: argparse takes
+    a value that starts with ``-`` (one token_urlsafe in 64) for an
+    option, and the process list shows arguments.
+    """
+    _manage(bin_dir, conf, log, 'bootstrap',
+            '--bootstrap-username', 'admin',
+            '--bootstrap-project-name', 'admin',
+            '--bootstrap-role-name', 'admin',
+            '--bootstrap-service-name', 'keystone',
+            '--bootstrap-region-id', 'RegionOne',
+            '--bootstrap-public-url', TEMPLATE_URL,
+            env={'OS_BOOTSTRAP_PASSWORD': password})
+
+
+def build(bin_dir: str, kdir: str, password: str) -> None:
+    """A bootstrapped Keystone state in ``kdir``, admin ``password``."""
+    conf = write_conf(kdir, None, False)
+    log = os.path.join(kdir, 'keystone-manage.log')
+    user = str(os.getuid()), str(os.getgid())
+    _manage(bin_dir, conf, log, 'db_sync')
+    _manage(bin_dir, conf, log, 'fernet_setup', '--keystone-user',
+            user[0], '--keystone-group', user[1])
+    _manage(bin_dir, conf, log, 'credential_setup', '--keystone-user',
+            user[0], '--keystone-group', user[1])
+    bootstrap(bin_dir, conf, log, password)
+    sqlite.enable_wal(os.path.join(kdir, 'keystone.sqlite'))
 
 
 def template(bin_dir: str, cache_dir: str, version: str) -> str:
     """The cached, bootstrapped Keystone state directory."""
 
-    def build(kdir: str) -> None:
-        conf = write_conf(kdir, None, False)
-        log = os.path.join(kdir, 'keystone-manage.log')
-        user = str(os.getuid()), str(os.getgid())
-        _manage(bin_dir, conf, log, 'db_sync')
-        _manage(bin_dir, conf, log, 'fernet_setup', '--keystone-user',
-                user[0], '--keystone-group', user[1])
-        _manage(bin_dir, conf, log, 'credential_setup', '--keystone-user',
-                user[0], '--keystone-group', user[1])
+    def make(kdir: str) -> None:
         password = secrets.token_urlsafe(16)
-        _manage(bin_dir, conf, log, 'bootstrap',
-                '--bootstrap-username', 'admin',
-                '--bootstrap-password', password,
-                '--bootstrap-project-name', 'admin',
-                '--bootstrap-role-name', 'admin',
-                '--bootstrap-service-name', 'keystone',
-                '--bootstrap-region-id', 'RegionOne',
-                '--bootstrap-public-url', TEMPLATE_URL)
-        sqlite.enable_wal(os.path.join(kdir, 'keystone.sqlite'))
+        build(bin_dir, kdir, password)
         with open(os.path.join(kdir, 'template.json'), 'w') as f:
             json.dump({'admin_password': password}, f)
 
-    return sqlite.cached(cache_dir, 'keystone-%s' % version, build)
+    return sqlite.cached(cache_dir, 'keystone-%s' % version, make)
 
 
 def prepare(bin_dir: str, cache_dir: str, version: str, kdir: str,

@@ -220,8 +220,9 @@ class Gateway:
             pass
         self.admin_tool('user', 'create', '--uid', USER, '--display-name',
                         'Glance (lab)', '--access-key',
-                        self.state['access_key'], '--secret',
-                        self.state['secret_key'])
+                        self.state['access_key'],
+                        # One token: a secret may start with '-'.
+                        '--secret=' + self.state['secret_key'])
 
     def register(self, auth_url: str, password: str) -> None:
         """The ``object-store`` service and its endpoints in Keystone's
