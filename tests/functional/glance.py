@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -48,12 +47,6 @@ from lab import releases  # noqa: E402
 #: The release under test (tools/run-glance --release).
 RELEASE = releases.get(os.environ.get('GLANCE_RELEASE') or releases.NEWEST)
 VENV_BIN = os.path.join(REPO, RELEASE.venv, 'bin')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def node_ports(n=2):
@@ -86,7 +79,7 @@ class Glance:
     def __init__(self, data_dir, port=None, extra_args=(),
                  openrc='openrc-member'):
         self.data_dir = str(data_dir)
-        self.port = port or free_port()
+        self.port = port or nodes.free_port()
         self.endpoint = 'http://127.0.0.1:%d' % self.port
         self.openrc = openrc
         self._auth = {'lock': threading.Lock()}

@@ -31,7 +31,6 @@ monitor's address does it).  A lab, not a deployment.
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -77,12 +76,6 @@ OPTIONS = {
     'osd_memory_target': str(1 << 30),
     'memstore_device_bytes': str(8 << 30),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -138,7 +131,7 @@ class Cluster:
         for name in ('mon', 'mgr', 'osd%d' % OSD, 'run', 'log'):
             os.makedirs(self.path(name), exist_ok=True)
         self.fsid = str(uuid.uuid4())
-        self.port = self.port or free_port()
+        self.port = self.port or nodes.free_port()
         self._write_conf()
         admin = self.keyring('client.admin')
         monkey = self.path('mon.keyring')
@@ -196,7 +189,7 @@ class Cluster:
         if not nodes.bindable(port):
             if self.port:
                 raise RuntimeError('Ceph monitor port %d is taken' % port)
-            port = free_port()
+            port = nodes.free_port()
         self.port = port
         if port != old:
             self._move_mon()

@@ -41,6 +41,13 @@ def node_dir(data: str, node: int) -> str:
     return data if node == 1 else os.path.join(data, 'node%d' % node)
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that the kernel says is free now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def bindable(port: int) -> bool:
     """Nothing is bound to 127.0.0.1:``port`` (gunicorn, or a Ceph monitor,
     can listen: a port in TIME_WAIT is free for them).

@@ -44,7 +44,7 @@ from typing import Callable, Optional
 
 from . import debian
 from .nodes import bindable
-from .server import free_port
+from .nodes import free_port
 
 PACKAGE = 'postgresql'
 BIN_GLOB = '/usr/lib/postgresql/*/bin'

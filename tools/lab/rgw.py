@@ -108,7 +108,7 @@ class Gateway:
                      'secret_key': secrets.token_urlsafe(30)}
         port = state.get('port')
         if not port or not nodes.bindable(port):
-            state['port'] = ceph.free_port()
+            state['port'] = nodes.free_port()
         ceph.Cluster._write_file(self.path('lab.json'), json.dumps(state))
         return state
 

@@ -174,7 +174,7 @@ class Lab:
         signal.signal(signal.SIGINT, self._on_signal)
         if a.store == 'rbd' or a.rgw:
             self._ceph_setup()
-        kport = a.keystone_port or server.free_port()
+        kport = a.keystone_port or nodes.free_port()
         auth_url = 'http://127.0.0.1:%d/v3' % kport
         glance_url = 'http://127.0.0.1:%d' % a.port
         template_pw = keystone.prepare(

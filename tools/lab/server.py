@@ -17,7 +17,6 @@ stop it.
 from importlib import metadata
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,12 +24,6 @@ import urllib.error
 import urllib.request
 
 from . import releases
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def answers(port: int, path: str = '/') -> bool:
