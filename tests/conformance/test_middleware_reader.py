@@ -16,7 +16,6 @@ of it is handed on.  (The filter in a real Glance: tests/functional.)
 """
 
 import io
-import os
 import random
 import warnings
 
@@ -107,7 +106,7 @@ def test_unsafe_block_is_refused_before_any_of_it_is_handed_on(tmp_path):
     helpers.qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F',
                      'raw', child, str(1 << 30))
     data = open(child, 'rb').read()
-    data += os.urandom(3 * BLOCK - len(data))
+    data += random.Random(4).randbytes(3 * BLOCK - len(data))
     source, reader = _reader(data, 'qcow2')
     with pytest.raises(middleware.Refused) as exc:
         reader.read(GLANCE_CHUNK)

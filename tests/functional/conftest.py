@@ -54,7 +54,8 @@ def pg_lab_dir():
 # $GLANCE_RELEASE picks the release (tests/functional/glance.py).  Two
 # markers, listed in README "Supported releases":
 #   @pytest.mark.slow_newest_only: among the slowest tests; left out on the
-#       older releases (run on the newest only) to keep CI's time.
+#       older releases (run on the newest only) to keep CI's time, unless
+#       $GLANCE_VSIZE_SLOW_EVERYWHERE is 1.
 #   @pytest.mark.glance_fixed_in('R', 'why'): needs a Glance fix first
 #       released in R; skipped before R with Glance's reason.
 
@@ -71,7 +72,8 @@ def pytest_collection_modifyitems(config, items):
     from tests.functional.glance import RELEASE
     from tests.functional.glance import releases
     order = list(releases.RELEASES)
-    newest = RELEASE.name == releases.NEWEST
+    newest = (RELEASE.name == releases.NEWEST
+              or os.environ.get('GLANCE_VSIZE_SLOW_EVERYWHERE') == '1')
     for item in items:
         if not newest and item.get_closest_marker('slow_newest_only'):
             item.add_marker(pytest.mark.skip(

@@ -97,7 +97,7 @@ def big_vhd(tmp_path_factory):
             f.seek(offset)
             f.write(os.urandom(1 << 20))
     path = str(tmp / 'disk.vhd')
-    helpers.qemu_img('convert', '-O', 'vpc', raw, path)
+    helpers.qemu_img('convert', '-f', 'raw', '-O', 'vpc', raw, path)
     os.unlink(raw)
     return path
 

@@ -18,6 +18,7 @@ tarfile, in every format they write, and on hostile ones.
 import hashlib
 import io
 import os
+import random
 import subprocess
 import tarfile
 
@@ -75,9 +76,10 @@ def _error(data, chunk=65536):
 def tree(tmp_path):
     src = tmp_path / 'src'
     os.makedirs(src / os.path.dirname(LONG))
+    rnd = random.Random(5)
     files = {'small.txt': b'hello\n', 'empty': b'',
-             'odd.bin': os.urandom(1000), LONG: os.urandom(70000),
-             'block.bin': os.urandom(1 << 16), LONGER: b'x' * 513}
+             'odd.bin': rnd.randbytes(1000), LONG: rnd.randbytes(70000),
+             'block.bin': rnd.randbytes(1 << 16), LONGER: b'x' * 513}
     for name, data in files.items():
         with open(src / name, 'wb') as f:
             f.write(data)
