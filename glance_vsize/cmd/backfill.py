@@ -225,6 +225,10 @@ def run(args: argparse.Namespace,
                   'go on\n')
         return EXIT_INTERRUPTED
     pool.shutdown(wait=True)
+    for image_id in catalogue.undone():
+        err.write('glance-vsize backfill: image %s: its virtual_size was '
+                  'written twice and undone twice by concurrent saves of '
+                  'the image in Glance; run backfill again\n' % image_id)
     report.finish(ids, args.dry_run)
     unsafe = any(row.action == backfill.UNSAFE for row in report.rows)
     return cli.EXIT_REFUSED if unsafe else cli.EXIT_OK

@@ -16,7 +16,8 @@ Images are read through Glance's own database API (``glance.db``) and
 image repository with an administrator context; their data is read by
 ranges from their store (:mod:`glance_vsize.glance.store_reader`), never
 written; ``virtual_size`` is written with ``image_update`` (only that
-column, only while the image is still ``active``).  No SQL of its own.
+column, only while the image is still ``active``; looked at again before
+the run ends, :mod:`size_writer`).  No SQL of its own.
 
 Safe to interrupt: every image is one independent update.  An image
 deleted, deactivated or changed (data, locations, formats) while it was
@@ -30,6 +31,7 @@ import time
 import typing
 
 from glance_vsize.glance import common
+from glance_vsize.glance import size_writer
 from glance_vsize.glance import store_reader
 
 LOG = logging.getLogger(__name__)
@@ -39,15 +41,9 @@ SET, UNCHANGED, UNSAFE, SKIPPED, ERROR = ('set', 'unchanged', 'unsafe',
                                           'skipped', 'error')
 #: Images listed per database query.
 PAGE = 200
-#: Attempts at a write the database is too busy for.
-WRITE_ATTEMPTS = 6
-
-
-def _busy(exc: Exception) -> bool:
-    """A transient database error: retrying the same write may work."""
-    from oslo_db import exception as db_exc
-    return isinstance(exc, db_exc.DBDeadlock) or \
-        'database is locked' in str(exc)
+#: The least time, in seconds, between a write and :meth:`Catalogue.undone`
+#: looking at it again.
+SETTLE = 1.0
 
 
 @dataclasses.dataclass
@@ -79,6 +75,8 @@ class Catalogue:
         self.context = glance.context.get_admin_context()
         self.repo = glance.db.ImageRepo(self.context, self.db_api)
         self._write_lock = threading.Lock()
+        #: {image_id: (virtual_size, when)} written by this run.
+        self.written: typing.Dict[str, typing.Tuple[int, float]] = {}
 
     def image_ids(self, every: bool = False) -> typing.Iterator[str]:
         """Active images (hidden ones too) whose virtual_size is null, or
@@ -107,21 +105,42 @@ class Catalogue:
 
     def set_virtual_size(self, image_id: str, value: int) -> None:
         """Write only ``virtual_size``; Conflict unless still active.
-
-        One write at a time from this process; a busy database (sqlite's
-        "database is locked" while Glance writes, a deadlock) is retried.
+        One write at a time from this process (:mod:`size_writer`).
         """
-        for attempt in range(WRITE_ATTEMPTS):
+        size_writer.write(self.db_api, self.context, image_id, value,
+                          self._write_lock)
+        with self._write_lock:
+            self.written[image_id] = (value, time.monotonic())
+
+    def undone(self) -> typing.List[str]:
+        """The images whose write a concurrent save of Glance undid
+        (:mod:`size_writer`), each written once more; those still
+        undone after that are returned.
+        """
+        written, self.written = self.written, {}
+        if written:
+            last = max(at for _value, at in written.values())
+            time.sleep(max(0.0, last + SETTLE - time.monotonic()))
+        again = {}
+        for image_id, (value, _at) in sorted(written.items()):
+            if not size_writer.undone(self.db_api, self.context, image_id,
+                                      value):
+                continue
+            LOG.warning('Image %s: virtual_size %s was undone by a '
+                        'concurrent save of the image; writing it again',
+                        image_id, value)
             try:
-                with self._write_lock:
-                    self.db_api.image_update(
-                        self.context, image_id, {'virtual_size': value},
-                        from_state='active')
-                return
+                size_writer.write(self.db_api, self.context, image_id,
+                                  value)
             except Exception as exc:
-                if attempt + 1 == WRITE_ATTEMPTS or not _busy(exc):
-                    raise
-                time.sleep(0.1 * 2 ** attempt)
+                LOG.warning('Image %s: %s', image_id, exc)
+                continue
+            again[image_id] = value
+        if again:
+            time.sleep(SETTLE)
+        return [image_id for image_id, value in again.items()
+                if size_writer.undone(self.db_api, self.context, image_id,
+                                      value)]
 
 
 def _fingerprint(image) -> typing.Dict[str, object]:

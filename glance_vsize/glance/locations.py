@@ -28,10 +28,11 @@ to :func:`dispatch`:
    the location recorded, the task's lock released), a thread in the same
    worker inspects the location Glance recorded and writes
    ``virtual_size`` with Glance's database API, only while the image is
-   ``active``.  Should the data read unsafe then (it changed since step 1,
-   or could not be read at step 1), the image is deactivated, as Glance
-   lets an administrator do with an image found unsafe, and the refusal
-   is logged as an error.
+   ``active``, and again if a concurrent save of the image undoes it
+   (:mod:`glance_vsize.glance.size_writer`).  Should the data read
+   unsafe then (it changed since step 1, or could not be read at step
+   1), the image is deactivated, as Glance lets an administrator do with
+   an image found unsafe, and the refusal is logged as an error.
 
 Containers (ova, compressed) and stores that cannot seek are not read in
 the request; they are read in step 2, from start to end.  An image whose
@@ -51,6 +52,7 @@ import webob
 from glance_vsize import conf as vsize_conf
 from glance_vsize.glance import common
 from glance_vsize.glance import releases
+from glance_vsize.glance import size_writer
 from glance_vsize.glance import store_reader
 from glance_vsize import inspection
 
@@ -300,13 +302,17 @@ class Watcher(threading.Thread):
             self.conf)
         verdict = result.inspection
         if verdict.safe:
-            if image.virtual_size != verdict.virtual_size:
-                db_api.image_update(context, self.image_id,
-                                    {'virtual_size': verdict.virtual_size},
-                                    from_state='active')
             LOG.info('Image %s: virtual_size %s (%s) from its location, '
                      '%d bytes read', self.image_id, verdict.virtual_size,
                      verdict.format, result.bytes_read)
+            size = verdict.virtual_size
+            if size is not None and image.virtual_size != size and \
+                    not size_writer.hold(db_api, context, self.image_id,
+                                         size):
+                LOG.warning('Image %s: virtual_size %s kept being undone '
+                            'by concurrent saves of the image; glance-vsize '
+                            'backfill can set it', self.image_id,
+                            verdict.virtual_size)
             return
         verdict.details.setdefault('declared', image.disk_format)
         db_api.image_update(context, self.image_id,
