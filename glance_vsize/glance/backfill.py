@@ -75,8 +75,9 @@ class Catalogue:
         self.context = glance.context.get_admin_context()
         self.repo = glance.db.ImageRepo(self.context, self.db_api)
         self._write_lock = threading.Lock()
-        #: {image_id: (virtual_size, when)} written by this run.
-        self.written: typing.Dict[str, typing.Tuple[int, float]] = {}
+        #: {image_id: virtual_size} written by this run, and when last.
+        self.written: typing.Dict[str, int] = {}
+        self.last_write = 0.0
 
     def image_ids(self, every: bool = False) -> typing.Iterator[str]:
         """Active images (hidden ones too) whose virtual_size is null, or
@@ -110,7 +111,8 @@ class Catalogue:
         size_writer.write(self.db_api, self.context, image_id, value,
                           self._write_lock)
         with self._write_lock:
-            self.written[image_id] = (value, time.monotonic())
+            self.written[image_id] = value
+            self.last_write = time.monotonic()
 
     def undone(self) -> typing.List[str]:
         """The images whose write a concurrent save of Glance undid
@@ -119,23 +121,18 @@ class Catalogue:
         """
         written, self.written = self.written, {}
         if written:
-            last = max(at for _value, at in written.values())
-            time.sleep(max(0.0, last + SETTLE - time.monotonic()))
+            time.sleep(max(0.0, self.last_write + SETTLE - time.monotonic()))
         again = {}
-        for image_id, (value, _at) in sorted(written.items()):
-            if not size_writer.undone(self.db_api, self.context, image_id,
-                                      value):
-                continue
-            LOG.warning('Image %s: virtual_size %s was undone by a '
-                        'concurrent save of the image; writing it again',
-                        image_id, value)
+        for image_id, value in sorted(written.items()):
             try:
-                size_writer.write(self.db_api, self.context, image_id,
-                                  value)
+                if size_writer.undone(self.db_api, self.context, image_id,
+                                      value) and \
+                        size_writer.write_again(self.db_api, self.context,
+                                                image_id, value):
+                    again[image_id] = value
             except Exception as exc:
                 LOG.warning('Image %s: %s', image_id, exc)
-                continue
-            again[image_id] = value
+                again[image_id] = value
         if again:
             time.sleep(SETTLE)
         return [image_id for image_id, value in again.items()

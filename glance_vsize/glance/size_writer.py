@@ -26,6 +26,7 @@ looked at again (:func:`hold`, :func:`undone`) and made again when it
 was undone.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -55,20 +56,29 @@ def write(db_api, context, image_id: str, value: int,
     """
     for attempt in range(WRITE_ATTEMPTS):
         try:
-            if lock is None:
+            with lock or contextlib.nullcontext():
                 db_api.image_update(context, image_id,
                                     {'virtual_size': value},
                                     from_state='active')
-            else:
-                with lock:
-                    db_api.image_update(context, image_id,
-                                        {'virtual_size': value},
-                                        from_state='active')
             return
         except Exception as exc:
             if attempt + 1 == WRITE_ATTEMPTS or not _busy(exc):
                 raise
             time.sleep(0.1 * 2 ** attempt)
+
+
+def write_again(db_api, context, image_id: str, value: int) -> bool:
+    """:func:`write` a value that was undone, saying so; False when the
+    image is no longer active (nothing to hold).
+    """
+    from glance.common import exception
+    LOG.warning('Image %s: virtual_size %s was undone by a concurrent '
+                'save of the image; writing it again', image_id, value)
+    try:
+        write(db_api, context, image_id, value)
+    except (exception.Conflict, exception.NotFound):
+        return False
+    return True
 
 
 def undone(db_api, context, image_id: str, value: int) -> bool:
@@ -89,7 +99,6 @@ def hold(db_api, context, image_id: str, value: int,
     write it again when it was undone, but at the last look.  False when
     it was undone at the last look.
     """
-    from glance.common import exception
     write(db_api, context, image_id, value)
     for look, pause in enumerate(checks, 1):
         sleep(pause)
@@ -97,10 +106,6 @@ def hold(db_api, context, image_id: str, value: int,
             continue
         if look == len(checks):
             return False
-        LOG.warning('Image %s: virtual_size %s was undone by a concurrent '
-                    'save of the image; writing it again', image_id, value)
-        try:
-            write(db_api, context, image_id, value)
-        except (exception.Conflict, exception.NotFound):
-            return True         # no longer active: nothing to hold
+        if not write_again(db_api, context, image_id, value):
+            return True
     return True

@@ -109,6 +109,7 @@ def _catalogue(db):
     catalogue.db_api, catalogue.context = db, None
     catalogue._write_lock = threading.Lock()
     catalogue.written = {}
+    catalogue.last_write = 0.0
     return catalogue
 
 
